@@ -1,0 +1,93 @@
+"""Hand-off from the MQTT network thread to the worker, in micro-batches.
+
+`put` never blocks and never drops: blocking would stall paho's network thread (no
+PINGs, no PUBACKs, a dead connection), and dropping would lose a message we have not
+acknowledged. The bound is enforced upstream instead: it is sent to the broker as MQTT 5
+Receive Maximum, so the broker holds the backlog. A redelivery burst after a reconnect
+can briefly exceed it; that is counted, logged by the caller, and harmless.
+
+`next_batch` returns as soon as `max_batch` items are there, or when the oldest waiting
+item has waited `max_wait_s`: a lone message is never held longer than that, and a busy
+agent (items already waited while the previous batch ran) gets full batches at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Batcher(Generic[T]):
+    def __init__(self, *, bound: int, max_batch: int, max_wait_s: float) -> None:
+        self.bound = bound
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._items: deque[tuple[float, T]] = deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._closed = False
+        self.over_bound = 0  # puts that found the queue already at its bound
+
+    def put(self, item: T) -> bool:
+        """Queue an item; returns True when the queue was already at its bound."""
+        with self._ready:
+            over = len(self._items) >= self.bound
+            if over:
+                self.over_bound += 1
+            self._items.append((time.monotonic(), item))
+            self._ready.notify()
+            return over
+
+    def next_batch(self, timeout_s: float) -> list[T]:
+        """Up to max_batch items; [] when nothing arrived within timeout_s or when closed
+        and empty. The worker calls this in a loop with a short timeout so it can show
+        it is alive even when idle."""
+        deadline = time.monotonic() + timeout_s
+        with self._ready:
+            while not self._items:
+                if self._closed:
+                    return []
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._ready.wait(remaining)
+            batch_deadline = self._items[0][0] + self._max_wait_s
+            while len(self._items) < self._max_batch and not self._closed:
+                remaining = batch_deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+            count = min(self._max_batch, len(self._items))
+            return [self._items.popleft()[1] for _ in range(count)]
+
+    def remove_where(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Take out waiting items that match (e.g. deliveries of a lost connection that
+        the broker will send again); returns them."""
+        with self._ready:
+            kept: deque[tuple[float, T]] = deque()
+            removed: list[T] = []
+            for stamped in self._items:
+                if predicate(stamped[1]):
+                    removed.append(stamped[1])
+                else:
+                    kept.append(stamped)
+            self._items = kept
+            return removed
+
+    def close(self) -> None:
+        """No more items will come; wake the worker so it can finish what is queued."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        with self._ready:
+            return len(self._items)

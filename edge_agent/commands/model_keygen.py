@@ -1,0 +1,27 @@
+"""`edge-agent model keygen --out PREFIX`: an ed25519 key pair for signing bundles."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_agent.signing import KeyFileError, generate_keypair
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", required=True, type=Path, help="writes PREFIX.key (0600) and PREFIX.pub"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        pair = generate_keypair(args.out)
+    except (KeyFileError, OSError) as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    print(f"private key: {pair.private_path} (keep it off devices)")
+    print(f"public key:  {pair.public_path} (list it in models.trusted_keys)")
+    print(f"key id:      {pair.key_id}")
+    return 0

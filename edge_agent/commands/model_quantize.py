@@ -1,0 +1,38 @@
+"""`edge-agent model quantize`: fp32 ONNX -> dynamic INT8 ONNX, with INT8/fp32 agreement."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("fp32", type=Path, help="fp32 .onnx from `model export`")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="INT8 .onnx to write")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json")
+    parser.add_argument("--texts", type=Path, help="sentences (.tsv/.txt; default SST-2)")
+    parser.add_argument("--check-count", type=int, default=500, help="sentences to compare")
+    parser.add_argument("--max-seq-len", type=int, default=64)
+
+
+def main(args: argparse.Namespace) -> int:
+    from tokenizers import Tokenizer
+
+    from edge_agent.toolkit.quantize import argmax_agreement, quantize_int8
+    from edge_agent.toolkit.texts import default_texts_path, read_texts
+
+    texts_path = args.texts or default_texts_path()
+    try:
+        tokenizer = Tokenizer.from_file(str(args.tokenizer))
+        texts = read_texts(texts_path, args.check_count)
+    except Exception as error:  # tokenizers raises plain Exceptions from Rust
+        print(f"edge-agent: cannot read inputs: {error}", file=sys.stderr)
+        return 3
+    quantize_int8(args.fp32, args.out)
+    agreement = argmax_agreement(
+        args.fp32, args.out, tokenizer, texts, max_seq_len=args.max_seq_len
+    )
+    print(f"wrote {args.out}")
+    print(f"INT8 argmax agrees with fp32 on {agreement:.1%} of {len(texts)} sentences")
+    return 0

@@ -1,0 +1,25 @@
+"""`edge-agent model sign BUNDLE --key KEY`: write manifest.sig over manifest.json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_agent.signing import KeyFileError, Signer, sign_bundle
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="bundle folder holding manifest.json")
+    parser.add_argument("--key", required=True, type=Path, help="private key (PEM)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        signer = Signer.from_file(args.key)
+        path = sign_bundle(args.bundle, signer)
+    except (KeyFileError, OSError) as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    print(f"signed {path} with key id {signer.key_id}")
+    return 0

@@ -1,0 +1,133 @@
+"""Counters and a latency histogram shared by the stats topic and the Prometheus endpoint.
+
+Pure bookkeeping: the worker thread records, readers take an immutable snapshot. A lock
+guards the few mutations because the MQTT network thread, the worker and the metrics
+server all touch it; every operation is O(1) so the lock is never held for long.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+# Upper bounds in milliseconds (Prometheus "le" buckets); +Inf is implicit.
+LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1000,
+    2000,
+    5000,
+)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    messages_in: int
+    messages_out: int
+    # (route subscribe filter, outcome) -> count; outcome is "labelled" or an error code
+    outcomes: dict[tuple[str, str], int]
+    errors_by_code: dict[str, int]
+    latency_bucket_counts: tuple[int, ...]  # one per LATENCY_BUCKETS_MS entry, then +Inf
+    latency_sum_ms: float
+    latency_count: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    batch_sizes: dict[int, int]
+    queue_depth: int
+    connected: bool
+    models: dict[str, str]  # model name -> active version
+
+
+@dataclass
+class Stats:
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _messages_in: int = 0
+    _messages_out: int = 0
+    _outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _errors: Counter[str] = field(default_factory=Counter)
+    _buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    _latency_sum_ms: float = 0.0
+    _latency_count: int = 0
+    _batch_sizes: Counter[int] = field(default_factory=Counter)
+    _queue_depth: int = 0
+    _connected: bool = False
+    _models: dict[str, str] = field(default_factory=dict)
+
+    def message_received(self) -> None:
+        with self._lock:
+            self._messages_in += 1
+
+    def result_published(self, route: str, outcome: str, latency_ms: float | None) -> None:
+        """Record one finished message: outcome "labelled" or the error code it got."""
+        with self._lock:
+            self._messages_out += 1
+            self._outcomes[(route, outcome)] += 1
+            if outcome != "labelled":
+                self._errors[outcome] += 1
+            if latency_ms is not None:
+                self._buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+                self._latency_sum_ms += latency_ms
+                self._latency_count += 1
+
+    def batch_done(self, size: int) -> None:
+        with self._lock:
+            self._batch_sizes[size] += 1
+
+    def set_queue_depth(self, depth: int) -> None:
+        with self._lock:
+            self._queue_depth = depth
+
+    def set_connected(self, connected: bool) -> None:
+        with self._lock:
+            self._connected = connected
+
+    def set_model(self, name: str, version: str) -> None:
+        with self._lock:
+            self._models[name] = version
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            buckets = tuple(self._buckets)
+            return StatsSnapshot(
+                messages_in=self._messages_in,
+                messages_out=self._messages_out,
+                outcomes=dict(self._outcomes),
+                errors_by_code=dict(self._errors),
+                latency_bucket_counts=buckets,
+                latency_sum_ms=self._latency_sum_ms,
+                latency_count=self._latency_count,
+                latency_p50_ms=_quantile_from_buckets(buckets, 0.50),
+                latency_p99_ms=_quantile_from_buckets(buckets, 0.99),
+                batch_sizes=dict(self._batch_sizes),
+                queue_depth=self._queue_depth,
+                connected=self._connected,
+                models=dict(self._models),
+            )
+
+
+def _quantile_from_buckets(buckets: tuple[int, ...], q: float) -> float | None:
+    """Upper bound of the bucket holding quantile q; None before any observation.
+
+    Bucket bounds, not exact values: a histogram keeps memory constant over months of
+    uptime, which matters more on a Pi than a sub-millisecond-precise p99.
+    """
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank = q * total
+    running = 0
+    for index, count in enumerate(buckets):
+        running += count
+        if running >= rank:
+            return LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else float("inf")
+    return float("inf")

@@ -1,0 +1,320 @@
+"""SqueezeBERT classifier written directly as an ONNX graph, op by op, for speed.
+
+Exporting a torch module traces every shape computation (Shape/Gather/Concat chains per
+Reshape) and leaves bias additions where onnxruntime cannot fuse them. Writing the graph
+by hand from the weights gives onnxruntime's CPU kernels exactly what they are fastest
+at (measured with per-op profiles, see docs/benchmarks.md):
+
+- grouped 1x1 convolutions as one MatMul per layer over a (groups, cin/g, cout/g)
+  weight in the (batch, groups, length, c/g) layout; dynamic quantization turns each
+  into one DynamicQuantizeMatMul;
+- q, k and v as one grouped MatMul and one Transpose into (3, batch, heads, length,
+  head size);
+- feed-forward kept in the grouped layout end to end (output group i reads exactly the
+  channels intermediate group i wrote);
+- biases folded away where the algebra allows it exactly: k's bias shifts every score of
+  a row equally (softmax ignores it), v's bias passes through attention unchanged (rows
+  of attention weights sum to 1) into the post-attention bias, 1/sqrt(head size) into q,
+  and the output bias into the preceding LayerNorm's beta (compensated in the
+  intermediate bias), leaving fewer full-tensor Adds;
+- Reshape with 0 (= keep this dimension), so no shape arithmetic in the graph.
+
+Measured and rejected (slower here, onnxruntime 1.32, x86, 1 thread; see
+docs/benchmarks.md): com.microsoft MultiHeadAttention and SkipLayerNormalization, and
+per-group 2D MatMuls (Split/Concat) instead of one batched MatMul.
+
+Interface per the bundle contract: int64 `input_ids` and `attention_mask` [batch, seq],
+float32 `logits` [batch, labels]. token_type_ids are always 0 here, so the type-0
+embedding is folded into the position table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+OPSET: Final = 17
+MS_DOMAIN: Final = "com.microsoft"
+# Node-name prefix of the classification head (pooler, classifier). It runs once per text,
+# not per token, so it costs nothing in fp32, and quantizing it perturbs the logits
+# directly; quantize.py leaves these nodes in fp32.
+HEAD_PREFIX: Final = "head_"
+
+
+class UnsupportedConfigError(ValueError):
+    """This config has no hand-written graph; use the traced export instead."""
+
+
+class _Graph:
+    """Accumulates nodes and initializers with unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str = "", **attrs: Any) -> str:
+        from onnx import helper
+
+        domain = attrs.pop("domain", "")
+        out = self.name(hint or op_type.lower())
+        self.nodes.append(
+            helper.make_node(op_type, inputs, [out], name=out, domain=domain, **attrs)
+        )
+        return out
+
+
+def _np(tensor: Any) -> np.ndarray:
+    array: np.ndarray = tensor.detach().cpu().numpy().astype(np.float32)
+    return array
+
+
+def _grouped_weight(conv: Any) -> np.ndarray:
+    """Conv1d(k=1, groups=g) weight (cout, cin/g, 1) -> (g, cin/g, cout/g) for x @ w."""
+    w = _np(conv.weight)[:, :, 0]
+    g = conv.groups
+    cout, cin_g = w.shape
+    return np.ascontiguousarray(w.reshape(g, cout // g, cin_g).transpose(0, 2, 1))
+
+
+def _to_groups(graph: _Graph, x: str, groups: int, channels: int) -> str:
+    """(b, l, c) -> (b, g, l, c/g)."""
+    shape = graph.const("shape", np.array([0, 0, groups, channels // groups], dtype=np.int64))
+    return graph.op("Transpose", [graph.op("Reshape", [x, shape])], perm=[0, 2, 1, 3])
+
+
+def _from_groups(graph: _Graph, y: str, channels: int) -> str:
+    """(b, g, l, c/g) -> (b, l, c); also (b, heads, l, d) -> (b, l, c)."""
+    shape = graph.const("shape", np.array([0, 0, channels], dtype=np.int64))
+    return graph.op("Reshape", [graph.op("Transpose", [y], perm=[0, 2, 1, 3]), shape])
+
+
+def _grouped_matmul(graph: _Graph, x: str, weight: np.ndarray) -> str:
+    """x @ block-diagonal weight (g, cin/g, cout/g): (b, l, cin) -> (b, l, cout)."""
+    groups, cin_g, cout_g = weight.shape
+    if groups == 1:
+        return graph.op("MatMul", [x, graph.const("w", weight[0])])
+    grouped = graph.op(
+        "MatMul", [_to_groups(graph, x, groups, groups * cin_g), graph.const("w", weight)]
+    )
+    return _from_groups(graph, grouped, groups * cout_g)
+
+
+def _grouped_vecmat(vector: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """vector @ block-diagonal weight, for folding biases through a grouped layer."""
+    groups, cin_g, _ = weight.shape
+    parts = vector.reshape(groups, 1, cin_g) @ weight
+    result: np.ndarray = parts.reshape(-1)
+    return result
+
+
+def _add_layer_norm(
+    graph: _Graph,
+    y: str,
+    residual: str,
+    norm: Any,
+    *,
+    bias: np.ndarray | None = None,
+    beta_shift: np.ndarray | None = None,
+) -> str:
+    """LayerNorm(y [+ bias] + residual), beta optionally shifted (see `_layer`)."""
+    if bias is not None:
+        y = graph.op("Add", [y, graph.const("bias", bias)])
+    beta = _np(norm.bias) if beta_shift is None else _np(norm.bias) + beta_shift
+    return graph.op(
+        "LayerNormalization",
+        [
+            graph.op("Add", [y, residual]),
+            graph.const("gamma", _np(norm.weight)),
+            graph.const("beta", beta),
+        ],
+        axis=-1,
+        epsilon=float(norm.eps),
+    )
+
+
+def _attention(graph: _Graph, x: str, attention: Any, mask_bias: str, channels: int) -> str:
+    """softmax(q k^T / sqrt(d) + mask) v in (b, heads, l, d); returns (b, l, c) without
+    v's bias, which the caller folds into the post-attention bias."""
+    heads = attention.num_attention_heads
+    head_size = channels // heads
+    scale = 1.0 / np.sqrt(head_size)
+    convs = (attention.query, attention.key, attention.value)
+    weights = [_grouped_weight(c) for c in convs]
+    weights[0] = weights[0] * np.float32(scale)
+    q_bias = _np(attention.query.bias) * np.float32(scale)
+    g = attention.query.groups
+    if all(c.groups == g for c in convs) and heads % g == 0:
+        weight = np.concatenate(weights, axis=2)
+        if g == 1:  # a 2D weight: onnxruntime pre-packs it, and (b, 1, l, c) is free
+            grouped = graph.op("Unsqueeze", [x, graph.const("axes", np.array([1], np.int64))])
+            qkv = graph.op("MatMul", [grouped, graph.const("w_qkv", weight[0])])
+        else:
+            qkv = graph.op(
+                "MatMul", [_to_groups(graph, x, g, channels), graph.const("w_qkv", weight)]
+            )
+        split = graph.const("shape", np.array([0, 0, 0, 3, heads // g, head_size], np.int64))
+        # (b, g, l, 3, h/g, d) -> (3, b, g, h/g, l, d) -> (3, b, h, l, d)
+        qkv = graph.op("Transpose", [graph.op("Reshape", [qkv, split])], perm=[3, 0, 1, 4, 2, 5])
+        merged = graph.const("shape", np.array([3, 0, heads, -1, head_size], dtype=np.int64))
+        qkv = graph.op("Reshape", [qkv, merged])
+        q, k, v = (
+            graph.op("Gather", [qkv, graph.const("index", np.array(i, dtype=np.int64))], axis=0)
+            for i in range(3)
+        )
+    else:
+        to_heads = graph.const("shape", np.array([0, 0, heads, head_size], dtype=np.int64))
+        q, k, v = (
+            graph.op(
+                "Transpose",
+                [graph.op("Reshape", [_grouped_matmul(graph, x, w), to_heads])],
+                perm=[0, 2, 1, 3],
+            )
+            for w in weights
+        )
+    q = graph.op("Add", [q, graph.const("b_q", q_bias.reshape(heads, 1, head_size))])
+    scores = graph.op("MatMul", [q, graph.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    probabilities = graph.op("Softmax", [graph.op("Add", [scores, mask_bias])], axis=-1)
+    return _from_groups(graph, graph.op("MatMul", [probabilities, v]), channels)
+
+
+def _feed_forward(
+    graph: _Graph, x: str, intermediate: Any, output: Any, channels: int, *, input_shift: np.ndarray
+) -> str:
+    """GELU(x' W1 + b1 - shift W1) W2 where x' = x + shift; no output bias (folded)."""
+    w1, w2 = _grouped_weight(intermediate), _grouped_weight(output)
+    b1 = _np(intermediate.bias) - _grouped_vecmat(input_shift, w1)
+    g = intermediate.groups
+    if g > 1 and output.groups == g:
+        hidden = graph.op("MatMul", [_to_groups(graph, x, g, channels), graph.const("w1", w1)])
+        hidden = graph.op("Add", [hidden, graph.const("b1", b1.reshape(g, 1, -1))])
+        hidden = graph.op("Gelu", [hidden], domain=MS_DOMAIN)
+        return _from_groups(graph, graph.op("MatMul", [hidden, graph.const("w2", w2)]), channels)
+    hidden = graph.op("Add", [_grouped_matmul(graph, x, w1), graph.const("b1", b1)])
+    return _grouped_matmul(graph, graph.op("Gelu", [hidden], domain=MS_DOMAIN), w2)
+
+
+def _layer(graph: _Graph, x: str, layer: Any, mask_bias: str, channels: int) -> str:
+    post, out = layer.post_attention, layer.output
+    context = _attention(graph, x, layer.attention, mask_bias, channels)
+    w_post = _grouped_weight(post.conv1d)
+    post_bias = _np(post.conv1d.bias) + _grouped_vecmat(_np(layer.attention.value.bias), w_post)
+    y = _grouped_matmul(graph, context, w_post)
+    # The output bias b2 joins the residual x1 before LayerNorm 2. Adding b2 to x1 through
+    # LayerNorm 1's beta removes that Add; the feed-forward block, which reads x1 too,
+    # subtracts b2 @ W1 from its own bias to compensate. Exact up to rounding.
+    output_bias = _np(out.conv1d.bias)
+    x1 = _add_layer_norm(graph, y, x, post.layernorm, bias=post_bias, beta_shift=output_bias)
+    y = _feed_forward(
+        graph, x1, layer.intermediate.conv1d, out.conv1d, channels, input_shift=output_bias
+    )
+    return _add_layer_norm(graph, y, x1, out.layernorm)
+
+
+def build_graph(hf_model: Any) -> Any:
+    """onnx.ModelProto computing `hf_model(input_ids, attention_mask).logits`."""
+    from onnx import TensorProto, helper
+
+    config = hf_model.config
+    if config.hidden_act != "gelu":
+        raise UnsupportedConfigError(f"hidden_act {config.hidden_act!r} (only 'gelu')")
+    if config.embedding_size != config.hidden_size:
+        raise UnsupportedConfigError("embedding_size must equal hidden_size")
+    base = hf_model.transformer
+    emb = base.embeddings
+    channels = config.hidden_size
+    graph = _Graph()
+    words = graph.op(
+        "Gather",
+        [graph.const("word_embeddings", _np(emb.word_embeddings.weight)), "input_ids"],
+        axis=0,
+    )
+    positions_table = _np(emb.position_embeddings.weight) + _np(emb.token_type_embeddings.weight)[0]
+    length = graph.op(
+        "Slice",
+        [
+            graph.op("Shape", ["input_ids"]),
+            graph.const("one", np.array([1], dtype=np.int64)),
+            graph.const("two", np.array([2], dtype=np.int64)),
+        ],
+    )
+    positions = graph.op(
+        "Slice",
+        [
+            graph.const("position_embeddings", positions_table),
+            graph.const("zero", np.array([0], dtype=np.int64)),
+            length,
+        ],
+    )
+    x = graph.op(
+        "LayerNormalization",
+        [
+            graph.op("Add", [words, positions]),
+            graph.const("gamma", _np(emb.LayerNorm.weight)),
+            graph.const("beta", _np(emb.LayerNorm.bias)),
+        ],
+        axis=-1,
+        epsilon=float(emb.LayerNorm.eps),
+    )
+    # (b, 1, 1, l): 0 for tokens, -10000 for padding (exp underflows to 0 in fp32).
+    as_float = graph.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    inverted = graph.op("Sub", [graph.const("one", np.array(1.0, dtype=np.float32)), as_float])
+    mask = graph.op("Mul", [inverted, graph.const("neg", np.array(-10000.0, dtype=np.float32))])
+    mask = graph.op("Unsqueeze", [mask, graph.const("axes", np.array([1, 2], dtype=np.int64))])
+    for layer in base.encoder.layers:
+        x = _layer(graph, x, layer, mask, channels)
+    first = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
+    pooler, classifier = base.pooler.dense, hf_model.classifier
+    pooled = graph.op(
+        "MatMul", [first, graph.const("w_pool", _np(pooler.weight).T.copy())], HEAD_PREFIX + "pool"
+    )
+    pooled = graph.op("Tanh", [graph.op("Add", [pooled, graph.const("b_pool", _np(pooler.bias))])])
+    logits = graph.op(
+        "MatMul",
+        [pooled, graph.const("w_cls", _np(classifier.weight).T.copy())],
+        HEAD_PREFIX + "cls",
+    )
+    logits_out = helper.make_node(
+        "Add", [logits, graph.const("b_cls", _np(classifier.bias))], ["logits"], name="logits"
+    )
+    graph.nodes.append(logits_out)
+    dims = ["batch", "seq"]
+    onnx_graph = helper.make_graph(
+        graph.nodes,
+        "squeezebert_classifier",
+        [
+            helper.make_tensor_value_info(n, TensorProto.INT64, dims)
+            for n in ("input_ids", "attention_mask")
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", config.num_labels])],
+        graph.initializers,
+    )
+    return helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+        producer_name="edge-agent",
+    )
+
+
+def write_graph(hf_model: Any, out_path: Path) -> Path:
+    import onnx
+
+    model = build_graph(hf_model)
+    onnx.checker.check_model(model)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_path))
+    return out_path

@@ -1,0 +1,188 @@
+"""Write a model bundle: files, hashes, golden examples computed by the engine itself.
+
+Python API (used by `edge-agent model pack` and the training recipes):
+
+    bundle_dir = pack_bundle(
+        Path("models"), name="sentiment", version="1.0.0", task="single-label",
+        labels=["negative", "positive"], max_seq_len=128,
+        model=Path("model.onnx"), fp32_model=Path("model.fp32.onnx"),
+        tokenizer=Path("tokenizer.json"), golden_texts=validation_texts[:200],
+        metrics={"accuracy": 0.91}, card={"intended_use": "...", ...},
+    )
+
+Golden examples are predicted by running the staged bundle through `edge_agent.engine`
+(the same code the device runs), so a bundle always reproduces its own goldens. The most
+confident texts are kept, spread over labels, because a confident prediction's score
+moves least between CPUs whose integer kernels round differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_agent.bundle import (
+    CARD_FIELDS,
+    FP32_MODEL_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    FileEntry,
+    GoldenExample,
+    Manifest,
+    Reject,
+    Task,
+    parse_manifest,
+    sha256_file,
+)
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from edge_agent.engine import Classifier, Prediction
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> None:
+    text = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
+    raw = text.encode("utf-8")
+    parse_manifest(raw, bundle_dir / MANIFEST_FILE)  # never write what we could not read
+    (bundle_dir / MANIFEST_FILE).write_bytes(raw)
+
+
+def choose_golden(
+    texts: Sequence[str],
+    predictions: Sequence[Prediction],
+    fp32_predictions: Sequence[Prediction] | None,
+    count: int,
+) -> tuple[GoldenExample, ...]:
+    """Up to `count` confident examples, round-robin over labels, INT8 and fp32 agreeing."""
+    by_label: dict[str, list[tuple[float, int]]] = {}
+    for index, prediction in enumerate(predictions):
+        fp32 = fp32_predictions[index] if fp32_predictions is not None else None
+        if fp32 is not None and fp32.label != prediction.label:
+            continue
+        margin = prediction.score - (
+            prediction.top_k[1].score if len(prediction.top_k) > 1 else 0.0
+        )
+        by_label.setdefault(prediction.label, []).append((margin, index))
+    queues = [sorted(items, reverse=True) for _, items in sorted(by_label.items())]
+    chosen: list[int] = []
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0)[1])
+    golden = []
+    for index in chosen:
+        prediction = predictions[index]
+        fp32 = fp32_predictions[index] if fp32_predictions is not None else None
+        golden.append(
+            GoldenExample(
+                text=texts[index],
+                label=prediction.label,
+                score=round(prediction.score, 6),
+                score_fp32=None if fp32 is None else round(fp32.score, 6),
+            )
+        )
+    return tuple(golden)
+
+
+def pack_bundle(
+    models_dir: Path,
+    *,
+    name: str,
+    version: str,
+    task: Task,
+    labels: Sequence[str],
+    max_seq_len: int,
+    model: Path,
+    tokenizer: Path | Tokenizer,
+    fp32_model: Path | None = None,
+    golden_texts: Sequence[str] = (),
+    golden_count: int = 4,
+    metrics: Mapping[str, float] | None = None,
+    card: Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    reject: Reject | None = None,
+    min_agent_version: str | None = None,
+    replace: bool = False,
+) -> Path:
+    """Write `<models_dir>/<name>/<version>/` atomically and return it.
+
+    `model` is the INT8 graph (becomes model.onnx), `fp32_model` the optional fp32 one.
+    The bundle is staged in `.tmp-<version>`, loaded through the engine to compute its
+    golden examples, then renamed into place and loaded once more as a self-check.
+    """
+    from edge_agent.engine import load_classifier
+
+    final = Path(models_dir) / name / version
+    if final.exists() and not replace:
+        raise FileExistsError(f"{final}: bundle already exists")
+    staging = final.parent / f".tmp-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copyfile(model, staging / MODEL_FILE)
+    if fp32_model is not None:
+        shutil.copyfile(fp32_model, staging / FP32_MODEL_FILE)
+    if isinstance(tokenizer, str | Path):
+        shutil.copyfile(tokenizer, staging / TOKENIZER_FILE)
+    else:
+        tokenizer.save(str(staging / TOKENIZER_FILE))
+    files = {
+        p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
+        for p in sorted(staging.iterdir())
+    }
+    full_card = {field: "" for field in CARD_FIELDS}
+    full_card["created"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+    full_card.update(card or {})
+    manifest = Manifest(
+        name=name,
+        version=version,
+        task=task,
+        labels=tuple(labels),
+        max_seq_len=max_seq_len,
+        files=files,
+        thresholds=dict(thresholds or {}),
+        reject=reject,
+        metrics={k: float(v) for k, v in (metrics or {}).items()},
+        card=full_card,
+        min_agent_version=min_agent_version,
+    )
+    write_manifest(staging, manifest)
+    if golden_texts:
+        texts = list(golden_texts)
+        int8 = _classify_one_by_one(load_classifier(staging, precision="int8", threads=1), texts)
+        fp32 = None
+        if fp32_model is not None:
+            fp32_classifier = load_classifier(staging, precision="fp32", threads=1)
+            fp32 = _classify_one_by_one(fp32_classifier, texts)
+        golden = choose_golden(texts, int8, fp32, golden_count)
+        manifest = dataclasses.replace(manifest, golden=golden)
+        write_manifest(staging, manifest)
+    for path in staging.iterdir():
+        _fsync(path)
+    _fsync(staging)
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    _fsync(final.parent)
+    load_classifier(final, precision="auto", threads=1)  # the bundle must load as shipped
+    return final
+
+
+def _classify_one_by_one(classifier: Classifier, texts: Sequence[str]) -> list[Prediction]:
+    """Batch-of-one predictions, as `engine.check_golden` reproduces them."""
+    return [classifier.classify([text])[0] for text in texts]

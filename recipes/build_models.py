@@ -1,0 +1,236 @@
+"""Rebuild a shipped model from scratch: `python recipes/build_models.py sentiment|intent`.
+
+Reads the public datasets from ../shared/datasets (override: --datasets or the
+EDGE_AGENT_DATASETS environment variable), splits them with fixed seeds, fine-tunes the dense
+MiniLM teacher, initialises the grouped SqueezeBERT student from it, distils, and writes the
+checkpoints and a figures.json under --work (default runs/<model>). The figures printed at the
+end are the ones that go into the bundle's manifest. See docs/models.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Final
+
+# libgomp threads spin while waiting by default; on a shared or busy CPU that spinning made
+# each training step 5-7x slower here. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+REPO: Final = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from recipes.tasks import (  # noqa: E402
+    OOS,
+    TASKS,
+    Task,
+    TaskData,
+    choose_threshold,
+    oos_operating_point,
+)
+
+SEED: Final = 20261123
+
+
+def _datasets_dir(option: str | None) -> Path:
+    if option:
+        return Path(option)
+    env = os.environ.get("EDGE_AGENT_DATASETS")
+    return Path(env) if env else REPO.parent / "shared" / "datasets"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=sorted(TASKS))
+    parser.add_argument("--datasets", help="datasets folder (default ../shared/datasets)")
+    parser.add_argument("--work", type=Path, help="checkpoints and figures (default runs/<model>)")
+    parser.add_argument(
+        "--stage",
+        choices=("all", "teacher", "student", "bundle"),
+        default="all",
+        help="teacher: stop after the teacher; student: reuse the saved teacher;"
+        " bundle: only export, quantize, measure and pack the saved student",
+    )
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--teacher-epochs", type=float, help="override the task's value")
+    parser.add_argument("--teacher-max-minutes", type=float, help="time budget for the teacher")
+    parser.add_argument("--student-epochs", type=float, help="override the task's value")
+    parser.add_argument(
+        "--student-max-minutes", type=float, help="time budget for the distillation step"
+    )
+    args = parser.parse_args(argv)
+
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import BertForSequenceClassification
+
+    from edge_agent.toolkit.distil import RecipeOptions, run_recipe, save_checkpoint
+    from edge_agent.toolkit.minilm import load_minilm_bert, minilm_dir
+    from edge_agent.toolkit.train import fit, jsonl_logger
+
+    torch.set_num_threads(args.threads)
+    task = TASKS[args.model]
+    work: Path = args.work or REPO / "runs" / args.model
+    work.mkdir(parents=True, exist_ok=True)
+    log = jsonl_logger(work / "log.jsonl")
+    started = time.monotonic()
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    data: TaskData = task.load(_datasets_dir(args.datasets), tokenizer, SEED)
+    log({"data": data.sizes(), "labels": len(data.labels)})
+    options: RecipeOptions = task.options
+    if args.teacher_epochs is not None or args.teacher_max_minutes is not None:
+        teacher_options = replace(
+            options.teacher,
+            epochs=args.teacher_epochs or options.teacher.epochs,
+            max_seconds=args.teacher_max_minutes * 60 if args.teacher_max_minutes else None,
+        )
+        options = replace(options, teacher=teacher_options)
+    if args.student_epochs is not None or args.student_max_minutes is not None:
+        student = replace(
+            options.student,
+            epochs=args.student_epochs or options.student.epochs,
+            max_seconds=args.student_max_minutes * 60 if args.student_max_minutes else None,
+        )
+        options = replace(options, student=student)
+    log({"options": asdict(options)})
+
+    teacher_dir = work / "teacher"
+    if args.stage == "bundle":
+        return _bundle(args, task, data, work, started)
+    if args.stage == "student":
+        teacher = BertForSequenceClassification.from_pretrained(str(teacher_dir))
+    else:
+        teacher = load_minilm_bert(len(data.labels))
+        teacher.config.id2label = dict(enumerate(data.labels))
+        teacher.config.label2id = {name: i for i, name in enumerate(data.labels)}
+        t0 = time.monotonic()
+        fit(teacher, data.train, data.validation, options.teacher, multi_label=False, log=log)
+        save_checkpoint(teacher, teacher_dir, minilm_dir())
+        log({"teacher_seconds": round(time.monotonic() - t0, 1)})
+        if args.stage == "teacher":
+            return 0
+    result = run_recipe(
+        teacher=teacher,
+        train=data.train,
+        validation=data.validation,
+        held_out=data.held_out,
+        options=options,
+        multi_label=False,
+        log=log,
+        teacher_trained=True,
+    )
+    save_checkpoint(result.student, work / "student", minilm_dir())
+    figures: dict[str, Any] = {
+        "model": args.model,
+        "seed": SEED,
+        "data": data.sizes(),
+        "steps": result.figures(),
+        "recipe_seconds": round(time.monotonic() - started, 1),
+    }
+    figures.update(task.extra_figures(result.student, data))
+    (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(figures, indent=2))
+    return _bundle(args, task, data, work, started)
+
+
+def _bundle(
+    args: argparse.Namespace, task: Task, data: TaskData, work: Path, started: float
+) -> int:
+    """Export the saved student, measure fp32 and INT8 graphs on the same rows, pack INT8."""
+    from tokenizers import Tokenizer
+
+    from edge_agent.toolkit.train_bundle import (
+        bundle_size,
+        deploy_checkpoint,
+        export_graphs,
+        measure_graphs,
+        pack_int8_bundle,
+    )
+    from edge_agent.toolkit.train_metrics import format_report, softmax
+
+    t0 = time.monotonic()
+    checkpoint = deploy_checkpoint(work / "student", work, data.max_seq_len)
+    tokenizer_file = checkpoint / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    # INT8 pooler too: with a MiniLM-sized vocabulary the bundle is otherwise just over 16 MB.
+    fp32, int8 = export_graphs(checkpoint, work / "graphs", keep_head_fp32=False)
+    measured = {
+        part: measure_graphs(
+            fp32,
+            int8,
+            tokenizer,
+            data.texts[part].texts,
+            targets=encoded.targets,
+            labels=data.labels,
+            max_seq_len=data.max_seq_len,
+            multi_label=False,
+            threads=args.threads,
+        )
+        for part, encoded in (("validation", data.validation), ("held_out", data.held_out))
+    }
+    held, val = measured["held_out"], measured["validation"]
+    print(format_report(held.fp32, "held-out, fp32 graph"))
+    print(format_report(held.int8, "held-out, INT8 graph"))
+    metrics: dict[str, float] = {
+        "held_out_accuracy": held.int8.accuracy,
+        "held_out_accuracy_fp32": held.fp32.accuracy,
+        "held_out_macro_f1": held.int8.macro_f1,
+        "held_out_rows": float(held.int8.rows),
+        "int8_fp32_agreement": held.agreement,
+        "validation_accuracy": val.int8.accuracy,
+    }
+    reject = None
+    if OOS in data.labels:
+        tune = softmax(val.int8_logits)
+        threshold = choose_threshold(tune, data.validation.targets, data.labels)
+        point = oos_operating_point(
+            softmax(held.int8_logits), data.held_out.targets, data.labels, threshold
+        )
+        point_fp32 = oos_operating_point(
+            softmax(held.fp32_logits), data.held_out.targets, data.labels, threshold
+        )
+        metrics.update(
+            in_scope_accuracy=point["in_scope_accuracy"],
+            oos_recall=point["oos_recall"],
+            in_scope_accuracy_fp32=point_fp32["in_scope_accuracy"],
+            oos_recall_fp32=point_fp32["oos_recall"],
+            reject_threshold=threshold,
+        )
+        reject = (OOS, threshold)
+    bundle = pack_int8_bundle(
+        args.models_dir,
+        name=args.model,
+        version=task.version,
+        labels=data.labels,
+        multi_label=False,
+        max_seq_len=data.max_seq_len,
+        int8=int8,
+        tokenizer_file=tokenizer_file,
+        golden_texts=data.texts["held_out"].texts[:300],
+        metrics={k: round(v, 5) for k, v in metrics.items()},
+        card=task.card,
+        reject=reject,
+        replace=True,
+    )
+    figures = {
+        "bundle": str(bundle),
+        "bundle_bytes": bundle_size(bundle),
+        "model_onnx_bytes": (bundle / "model.onnx").stat().st_size,
+        "fp32_graph_bytes": fp32.stat().st_size,
+        "metrics": metrics,
+        "bundle_seconds": round(time.monotonic() - t0, 1),
+        "recipe_seconds_total": round(time.monotonic() - started, 1),
+    }
+    (work / "bundle.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Micro-batching hand-off: full batches at once, lone items within max_wait, close drains."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from edge_agent.batcher import Batcher
+
+
+def test_full_batch_returns_without_waiting() -> None:
+    batcher: Batcher[int] = Batcher(bound=100, max_batch=4, max_wait_s=5.0)
+    for item in range(10):
+        batcher.put(item)
+    started = time.monotonic()
+    assert batcher.next_batch(1.0) == [0, 1, 2, 3]
+    assert batcher.next_batch(1.0) == [4, 5, 6, 7]
+    assert time.monotonic() - started < 1.0
+
+
+def test_lone_item_waits_at_most_max_wait() -> None:
+    batcher: Batcher[int] = Batcher(bound=100, max_batch=16, max_wait_s=0.05)
+    batcher.put(1)
+    started = time.monotonic()
+    assert batcher.next_batch(1.0) == [1]
+    assert 0.03 <= time.monotonic() - started < 0.5
+
+
+def test_items_arriving_during_the_wait_join_the_batch() -> None:
+    batcher: Batcher[int] = Batcher(bound=100, max_batch=3, max_wait_s=2.0)
+    batcher.put(1)
+    threading.Timer(0.05, lambda: (batcher.put(2), batcher.put(3))).start()
+    started = time.monotonic()
+    assert batcher.next_batch(5.0) == [1, 2, 3]
+    assert time.monotonic() - started < 1.5
+
+
+def test_empty_timeout_and_close() -> None:
+    batcher: Batcher[int] = Batcher(bound=2, max_batch=8, max_wait_s=10.0)
+    assert batcher.next_batch(0.01) == []
+    for item in range(3):
+        batcher.put(item)  # never blocks, even past the bound
+    assert batcher.over_bound == 1
+    batcher.close()
+    started = time.monotonic()
+    assert batcher.next_batch(5.0) == [0, 1, 2]  # closing stops the wait for a fuller batch
+    assert batcher.next_batch(5.0) == []
+    assert time.monotonic() - started < 1.0
+
+
+def test_remove_where() -> None:
+    batcher: Batcher[int] = Batcher(bound=10, max_batch=10, max_wait_s=0.0)
+    for item in range(6):
+        batcher.put(item)
+    assert batcher.remove_where(lambda item: item % 2 == 0) == [0, 2, 4]
+    assert batcher.next_batch(0.1) == [1, 3, 5]

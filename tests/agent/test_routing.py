@@ -1,0 +1,57 @@
+"""Topic matching and output templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent import routing
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "topic", "expected"),
+    [
+        ("chat/+/text", "chat/room1/text", True),
+        ("chat/+/text", "chat/room1/text/label", False),
+        ("chat/#", "chat", True),
+        ("chat/#", "chat/a/b", True),
+        ("#", "$SYS/broker", False),
+        ("+/x", "$SYS/x", False),
+        ("a/b", "a/b", True),
+        ("a/+", "a/", True),
+        ("a/+", "a", False),
+    ],
+)
+def test_topic_matches(topic_filter: str, topic: str, expected: bool) -> None:
+    assert routing.topic_matches(topic_filter, topic) is expected
+
+
+def test_render_never_reinterprets_topic_content() -> None:
+    rendered = routing.render("{topic}/label", topic="a/{model}", model="m", client_id="c")
+    assert rendered == "a/{model}/label"
+    assert (
+        routing.render("out/{client_id}/{model}", topic="t", model="m", client_id="c") == "out/c/m"
+    )
+
+
+def test_route_for_uses_subscription_ids_then_filters() -> None:
+    routes = (
+        routing.Route(0, "a/+", "m1", "{topic}/l", None),
+        routing.Route(1, "a/#", "m2", "{topic}/l", "g"),
+    )
+    assert [r.model for r in routing.route_for(routes, "a/b", (2,))] == ["m2"]
+    assert [r.model for r in routing.route_for(routes, "a/b", (1, 2))] == ["m1", "m2"]
+    assert [r.model for r in routing.route_for(routes, "a/b", ())] == ["m1"]
+    assert routing.route_for(routes, "z", ()) == []
+    assert routes[1].subscription == "$share/g/a/#"
+
+
+def test_feeds_itself() -> None:
+    assert routing.feeds_itself("chat/#", "{topic}/label")
+    assert not routing.feeds_itself("chat/+/text", "{topic}/label")
+
+
+def test_topic_problem() -> None:
+    assert routing.topic_problem("a/b") is None
+    assert routing.topic_problem("a/+") is not None
+    assert routing.topic_problem("a\x00b") is not None
+    assert routing.topic_problem("") is not None

@@ -1,0 +1,127 @@
+"""OTA through a real mosquitto: the real CLI signs and pushes, a device receiver installs.
+
+The device side here is the real `OtaReceiver` behind a plain MQTT client that carries out
+its actions, i.e. the thin layer the daemon will provide. (With the daemon in main, the
+same flow runs against the agent subprocess: see docs/ota.md, "Daemon integration".)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.ota import OtaReceiver, OtaSettings
+from edge_agent.signing import Keyring
+from tests.ota.bundles import bundle_files, write_bundle
+from tests.ota.mqtt_harness import MOSQUITTO, DeviceLink, running_mosquitto
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed")
+
+
+@pytest.fixture
+def broker_port(tmp_path: Path) -> Iterator[int]:
+    with running_mosquitto(tmp_path) as port:
+        yield port
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def _receiver(tmp_path: Path, prefix: str, public_key: Path) -> OtaReceiver:
+    return OtaReceiver(
+        OtaSettings(device_id="pi-7", fleet="kitchen", prefix=prefix, window=4),
+        Keyring.from_files([public_key]),
+        tmp_path / "device" / "models",
+        tmp_path / "device" / "state",
+    )
+
+
+def test_push_install_and_fleet_status_over_mosquitto(tmp_path: Path, broker_port: int) -> None:
+    prefix = f"test/{uuid.uuid4().hex[:8]}/ota"
+    keygen = cli("model", "keygen", "--out", str(tmp_path / "operator"))
+    assert keygen.returncode == 0, keygen.stderr
+    bundle = write_bundle(tmp_path / "workstation", bundle_files(version="1.1.0"))
+    signed = cli("model", "sign", str(bundle), "--key", str(tmp_path / "operator.key"))
+    assert signed.returncode == 0, signed.stderr
+
+    started = time.monotonic()
+    pushed = cli(
+        "model", "push", "--fleet", "kitchen", str(bundle),
+        "--key", str(tmp_path / "operator.key"), "--chunk-size", "1024",
+        "--host", "127.0.0.1", "--port", str(broker_port), "--prefix", prefix,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    device = DeviceLink(broker_port, _receiver(tmp_path, prefix, tmp_path / "operator.pub"))
+    try:
+        device.wait_for(lambda d: "installed" in d.states)
+        elapsed = time.monotonic() - started
+    finally:
+        device.close()
+    installed = tmp_path / "device" / "models" / "sentiment" / "1.1.0"
+    assert (installed / "model.onnx").read_bytes() == (bundle / "model.onnx").read_bytes()
+    assert (installed / "manifest.sig").read_bytes() == (bundle / "manifest.sig").read_bytes()
+    size = sum(p.stat().st_size for p in installed.iterdir())
+    print(f"OTA of a {size} byte bundle in 1 KiB chunks: {elapsed:.2f} s")
+
+    status = cli(
+        "model", "status", "--fleet", "kitchen", "--json", "--settle", "0.5",
+        "--host", "127.0.0.1", "--port", str(broker_port), "--prefix", prefix,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    reports = [json.loads(line) for line in status.stdout.splitlines()]
+    assert [(r["device"], r["state"], r["version"]) for r in reports] == [
+        ("pi-7", "installed", "1.1.0")
+    ]
+    table = cli(
+        "model", "status", "--fleet", "kitchen", "--settle", "0.5",
+        "--host", "127.0.0.1", "--port", str(broker_port), "--prefix", prefix,
+    )  # fmt: skip
+    assert "pi-7" in table.stdout and "installed" in table.stdout
+
+
+def test_interrupted_transfer_resumes_over_mosquitto(tmp_path: Path, broker_port: int) -> None:
+    prefix = f"test/{uuid.uuid4().hex[:8]}/ota"
+    assert cli("model", "keygen", "--out", str(tmp_path / "operator")).returncode == 0
+    bundle = write_bundle(tmp_path / "workstation", bundle_files(version="1.1.0"))
+    pushed = cli(
+        "model", "push", "--device", "pi-7", str(bundle),
+        "--key", str(tmp_path / "operator.key"), "--chunk-size", "1024",
+        "--host", "127.0.0.1", "--port", str(broker_port), "--prefix", prefix,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+
+    first = DeviceLink(
+        broker_port, _receiver(tmp_path, prefix, tmp_path / "operator.pub"), max_chunks=6
+    )
+    first.wait_for(lambda d: d.chunks_submitted == 6)
+    first.close()  # the agent stops mid-transfer (later chunks never handled nor acked)
+    assert "installed" not in first.states
+
+    second = DeviceLink(broker_port, _receiver(tmp_path, prefix, tmp_path / "operator.pub"))
+    try:
+        second.wait_for(lambda d: "installed" in d.states)
+    finally:
+        second.close()
+    total = sum(-(-p.stat().st_size // 1024) for p in bundle.iterdir()) + 1  # + manifest.sig
+    assert second.chunks_submitted == total - 6  # only the missing chunks travel again
+    model = tmp_path / "device" / "models" / "sentiment" / "1.1.0" / "model.onnx"
+    assert model.read_bytes() == (bundle / "model.onnx").read_bytes()

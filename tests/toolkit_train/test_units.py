@@ -1,0 +1,154 @@
+"""Pure parts of training: weight conversion, data reading and splitting, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.toolkit.train_data import DataError, length_batches, read_labelled, split_indices
+from edge_agent.toolkit.train_metrics import multi_label_report, single_label_report
+
+
+def _tiny_bert(num_labels: int = 3):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=num_labels,
+        max_position_embeddings=40,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def test_groups_one_reproduces_bert_exactly() -> None:
+    import torch
+
+    from edge_agent.toolkit.minilm import squeezebert_from_bert
+
+    bert = _tiny_bert()
+    student = squeezebert_from_bert(bert, groups=1).eval()
+    ids = torch.randint(5, 120, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[2, 7:] = 0
+    with torch.no_grad():
+        a = bert(input_ids=ids, attention_mask=mask).logits
+        b = student(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_grouped_init_keeps_the_diagonal_blocks() -> None:
+    import torch
+
+    from edge_agent.toolkit.minilm import block_diagonal, squeezebert_from_bert
+
+    dense = torch.arange(8 * 4, dtype=torch.float32).reshape(8, 4)
+    grouped = block_diagonal(dense, 2)
+    assert grouped.shape == (8, 2, 1)
+    assert torch.equal(grouped[:4, :, 0], dense[:4, :2])
+    assert torch.equal(grouped[4:, :, 0], dense[4:, 2:])
+    bert = _tiny_bert()
+    student = squeezebert_from_bert(bert, groups=4)
+    query = student.transformer.encoder.layers[0].attention.query.weight
+    assert query.shape == (32, 8, 1)
+    source = bert.bert.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(query[8:16, :, 0], source[8:16, 8:16])
+
+
+def test_read_formats_and_errors(tmp_path: Path) -> None:
+    tsv = tmp_path / "a.tsv"
+    tsv.write_text("sentence\tlabel\nfine day\t1\nbad day\t0\n", encoding="utf-8")
+    rows = read_labelled(tsv, text_column="sentence")
+    assert rows.texts == ("fine day", "bad day") and rows.labels == (("1",), ("0",))
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_text(json.dumps({"text": "x", "label": ["a", "b"]}) + "\n", encoding="utf-8")
+    assert read_labelled(jsonl, multi_label=True).labels == (("a", "b"),)
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text('text,label\n"x, y","a|b"\n', encoding="utf-8")
+    assert read_labelled(csv_file, multi_label=True, label_separator="|").labels == (("a", "b"),)
+    with pytest.raises(DataError, match="expected one label"):
+        read_labelled(jsonl)
+    jsonl.write_text('{"text": "x"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"b.jsonl:1: needs keys"):
+        read_labelled(jsonl)
+
+
+def test_split_is_stratified_and_reproducible() -> None:
+    labels = [("a",)] * 90 + [("b",)] * 10
+    first = split_indices(labels, [0.2], seed=7)
+    assert first == split_indices(labels, [0.2], seed=7)
+    held, rest = first
+    assert sorted(held + rest) == list(range(100))
+    assert sum(1 for i in held if labels[i] == ("b",)) == 2
+
+
+def test_length_batches_cover_every_row_once() -> None:
+    lengths = [5, 3, 9, 1, 7, 2, 8]
+    for seed in (None, 1):
+        batches = length_batches(lengths, 3, seed=seed)
+        assert sorted(i for b in batches for i in b) == list(range(7))
+    assert length_batches(lengths, 3, seed=None)[0] == [3, 5, 1]
+
+
+def test_reports() -> None:
+    report = single_label_report([0, 1, 1, 2], [0, 1, 2, 2], ["x", "y", "z"])
+    assert report.accuracy == 0.75
+    assert report.confusions == (("z", "y", 1),)
+    by_label = {c.label: c for c in report.per_class}
+    assert by_label["y"].precision == 0.5 and by_label["z"].recall == 0.5
+    multi = multi_label_report(np.array([[1, 0], [1, 1]]), np.array([[1, 0], [0, 1]]), ["p", "q"])
+    assert multi.accuracy == 0.5 and multi.confusions == ()
+    assert multi.micro_f1 == pytest.approx(0.8)
+
+
+def test_pruning_unused_vocabulary_keeps_predictions(tmp_path: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import SqueezeBertForSequenceClassification
+
+    from edge_agent.toolkit.minilm import squeezebert_config
+    from edge_agent.toolkit.vocab import prune_unused_vocab
+    from tests.support.tiny_bundle import build_tiny_tokenizer
+
+    spec = json.loads(build_tiny_tokenizer().to_str())
+    vocab = spec["model"]["vocab"]
+    shifted = {"[PAD]": 0, "[unused0]": 1, "[unused1]": 2}
+    shifted.update({t: i + 2 for t, i in vocab.items() if t != "[PAD]"})
+    spec["model"]["vocab"] = shifted
+    for special in spec["post_processor"]["special_tokens"].values():
+        special["ids"] = [i + 2 for i in special["ids"]]
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    torch.manual_seed(0)
+    config = squeezebert_config(
+        num_labels=2, hidden=32, layers=1, heads=4, intermediate=64, vocab_size=len(shifted)
+    )
+    SqueezeBertForSequenceClassification(config).save_pretrained(str(source))
+
+    assert prune_unused_vocab(source, tmp_path / "pruned") == 2
+    texts = ["the movie was great fun", "smoke alarm [unused0] in the garage"]
+    logits = []
+    for folder in (source, tmp_path / "pruned"):
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        model = SqueezeBertForSequenceClassification.from_pretrained(str(folder)).eval()
+        with torch.no_grad():
+            logits.append(
+                [
+                    model(input_ids=torch.tensor([e.ids])).logits
+                    for e in tokenizer.encode_batch(texts)
+                ]
+            )
+    for before, after in zip(*logits, strict=True):
+        assert torch.equal(before, after)
+    pruned = Tokenizer.from_file(str(tmp_path / "pruned" / "tokenizer.json"))
+    assert pruned.get_vocab_size() == len(shifted) - 2
+    assert pruned.encode("hello").ids[0] == shifted["[CLS]"] - 2
