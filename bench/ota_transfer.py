@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.mqtt_link import BrokerAddress, publish_messages
+from edge_agent.mqtt.operator import BrokerAddress, publish_messages
 from edge_agent.ota import OtaReceiver, OtaSettings
 from edge_agent.ota_manifest import Target
 from edge_agent.ota_push import build_update, read_bundle_files

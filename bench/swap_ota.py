@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.mqtt_link import BrokerAddress, publish_messages
+from edge_agent.mqtt.operator import BrokerAddress, publish_messages
 from edge_agent.ota_manifest import Target
 from edge_agent.ota_push import build_update, read_bundle_files
 from edge_agent.signing import Signer, generate_keypair, sign_bundle

@@ -1,7 +1,7 @@
 """structlog set-up: JSON lines off a TTY (journald, files), readable console on one.
 
 Events are snake_case facts (`batch_done`, `connect_refused`) with key=value context.
-paho's own log lines are handed to `paho_log` by mqtt_link and pass through the same
+paho's own log lines are handed to `paho_log` by edge_agent.mqtt.link and pass through the same
 processors and renderer, so one log stream has one format. Message text is never logged.
 """
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from edge_agent.acks import AckLedger, DeliveryRef
 from edge_agent.config import Config
+from edge_agent.inbound import Inbound
 from edge_agent.log import get_logger
 from edge_agent.model_store import ModelStore, Rejected, Swapped
-from edge_agent.mqtt_link import Inbound, MqttLink
+from edge_agent.mqtt.link import MqttLink
 from edge_agent.ota import OtaReceiver, OtaSettings, Report
 from edge_agent.ota_worker import OtaWorker
 from edge_agent.signing import Keyring

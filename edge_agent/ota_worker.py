@@ -26,7 +26,7 @@ STOP_TIMEOUT_S: Final = 10.0
 
 
 class OtaLink(Protocol):
-    """What the worker needs from the MQTT link (edge_agent.mqtt_link.MqttLink)."""
+    """What the worker needs from the MQTT link (edge_agent.mqtt.link.MqttLink)."""
 
     def subscribe(self, topics: Sequence[str]) -> None: ...  # QoS 1
 

@@ -22,9 +22,9 @@ from edge_agent import messages, routing
 from edge_agent.attempts import AttemptLog, message_key
 from edge_agent.config import Config, RouteConfig
 from edge_agent.engine import Prediction
+from edge_agent.inbound import Inbound
 from edge_agent.log import get_logger
 from edge_agent.model_store import ModelStore
-from edge_agent.mqtt_link import Inbound
 
 LABELLED: Final = "labelled"
 NO_ROUTE: Final = "(no route)"

@@ -1,7 +1,7 @@
 """The daemon's lifecycle, after uvicorn's server.py: startup, a ticking main loop, drain.
 
 Threads:
-- paho's network thread (mqtt_link) converts deliveries and hands them to the batcher;
+- paho's network thread (edge_agent.mqtt.link) converts deliveries and hands them to the batcher;
 - one worker thread takes micro-batches, decodes, classifies, publishes results, and swaps
   in models the loader finished, between two batches;
 - the model store's loader thread polls the models directory and loads, verifies and warms
@@ -33,11 +33,12 @@ from edge_agent.acks import AckLedger, DeliveryRef
 from edge_agent.attempts import AttemptLog
 from edge_agent.batcher import Batcher
 from edge_agent.config import Config, RouteConfig
+from edge_agent.inbound import Inbound
 from edge_agent.log import get_logger
 from edge_agent.metrics import MetricsServer, render_prometheus
 from edge_agent.model_store import ModelStore
 from edge_agent.model_updates import ModelUpdates
-from edge_agent.mqtt_link import Inbound, MqttLink, Subscription
+from edge_agent.mqtt.link import MqttLink, Subscription
 from edge_agent.processing import Outgoing, Processor
 from edge_agent.sd_notify import Notifier
 from edge_agent.signing import Keyring

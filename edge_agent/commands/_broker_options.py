@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from edge_agent.mqtt_link import BrokerAddress
+from edge_agent.mqtt.operator import BrokerAddress
 
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 
 from edge_agent.commands._broker_options import add_broker_options, broker_from_args
-from edge_agent.mqtt_link import BrokerError, collect_retained
+from edge_agent.mqtt.operator import BrokerError, collect_retained
 
 COLUMNS = ("device", "name", "version", "state", "progress", "at", "reason")
 

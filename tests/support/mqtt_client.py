@@ -1,4 +1,4 @@
-"""The tests' own MQTT client (the agent's side of paho lives only in edge_agent/mqtt_link.py).
+"""The tests' own MQTT client (the agent's side of paho lives only in edge_agent/mqtt/).
 
 `TestClient` publishes at QoS 1 and waits for PUBACKs, and collects everything arriving on
 its subscriptions so a test can wait for "N results" with a deadline instead of sleeping.

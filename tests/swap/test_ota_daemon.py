@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.mqtt_link import BrokerAddress, publish_messages
+from edge_agent.mqtt.operator import BrokerAddress, publish_messages
 from edge_agent.ota_manifest import Target, build_payload, seal
 from edge_agent.ota_push import build_update, read_bundle_files
 from edge_agent.signing import Signer, generate_keypair, sign_bundle

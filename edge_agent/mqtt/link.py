@@ -1,4 +1,4 @@
-"""The only module that imports paho-mqtt: connection, session, manual acks, publishing.
+"""The agent's MQTT connection: session, manual acks, publishing.
 
 paho's types stop here. Deliveries become `Inbound` values at the boundary (like aiomqtt's
 `Message._from_paho_message`), so the rest of the agent is testable without paho.
@@ -14,9 +14,6 @@ What this module guarantees:
 - reconnects back off exponentially with full jitter, capped, through paho's own loop;
 - the network thread is never blocked: callbacks only convert, count and hand off;
 - paho's log lines go to our logger (and double as the network thread's heartbeat).
-
-The last section holds the operator side of OTA (`edge-agent model push` / `status`):
-short-lived clients that publish retained messages or read them back.
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.config import BrokerConfig
+from edge_agent.inbound import Inbound
 from edge_agent.log import get_logger
 
 OFFLINE_PAYLOAD: Final = json.dumps({"state": "offline"}).encode()
@@ -76,22 +74,6 @@ class _PahoLogBridge(logging.Handler):
             log.warning("paho_log", message=record.getMessage())
         elif record.levelno >= logging.INFO:
             log.info("paho_log", message=record.getMessage())
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """One delivery, in our own terms."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int  # which connection delivered it (acks are only valid on that one)
-    received_at: float  # time.monotonic()
-    redelivered: bool
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    subscription_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -444,113 +426,3 @@ class MqttLink:
                     break
         self._client.disconnect()
         self._client.loop_stop()
-
-
-# ============================================================== operator-side helpers (OTA)
-# Used by `edge-agent model push` and `model status` on the workstation: publish a batch of
-# retained QoS 1 messages and wait for every PUBACK; read back the retained messages under a
-# filter. Short-lived clients, no reconnect logic: the command fails loudly instead.
-
-OPERATOR_MAX_INFLIGHT: Final = 32
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    client_id: str = ""
-
-
-class BrokerError(Exception):
-    """The broker could not be reached or refused us; the message says which and why."""
-
-
-def _connected_client(broker: BrokerAddress, timeout_s: float) -> paho.Client:
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=paho.MQTTv5
-    )
-    if broker.username is not None:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.ca_file is not None:
-        client.tls_set(ca_certs=broker.ca_file)
-    client.max_inflight_messages_set(OPERATOR_MAX_INFLIGHT)
-    connected = threading.Event()
-    outcome: list[str] = []
-
-    def on_connect(
-        _client: paho.Client, _userdata: object, _flags: object, reason: object, _props: object
-    ) -> None:
-        outcome.append(str(reason))
-        connected.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(broker.host, broker.port)
-    except OSError as exc:
-        raise BrokerError(f"cannot connect to {broker.host}:{broker.port}: {exc}") from None
-    client.loop_start()
-    if not connected.wait(timeout_s) or outcome[0] != "Success":
-        client.loop_stop()
-        reason = outcome[0] if outcome else "no CONNACK"
-        raise BrokerError(f"broker {broker.host}:{broker.port} refused the connection: {reason}")
-    return client
-
-
-def publish_messages(
-    broker: BrokerAddress,
-    messages: Sequence[tuple[str, bytes, bool]],
-    *,
-    timeout_s: float = 120.0,
-    on_acked: Callable[[int, int], None] | None = None,
-) -> None:
-    """Publish (topic, payload, retain) at QoS 1 in order; return once all are acknowledged."""
-    client = _connected_client(broker, timeout_s)
-    try:
-        deadline = time.monotonic() + timeout_s
-        infos = [
-            client.publish(topic, payload, qos=1, retain=retain)
-            for topic, payload, retain in messages
-        ]
-        for done, info in enumerate(infos, start=1):
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            if not info.is_published():
-                raise BrokerError(f"broker did not acknowledge message {done} of {len(infos)}")
-            if on_acked is not None:
-                on_acked(done, len(infos))
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def collect_retained(
-    broker: BrokerAddress, topic_filter: str, *, settle_s: float = 1.0, timeout_s: float = 10.0
-) -> dict[str, bytes]:
-    """The retained messages under a filter: gathered until none arrives for `settle_s`."""
-    client = _connected_client(broker, timeout_s)
-    found: dict[str, bytes] = {}
-    last_arrival = [time.monotonic()]
-    lock = threading.Lock()
-
-    def on_message(_client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        if message.retain:
-            with lock:
-                found[message.topic] = bytes(message.payload)
-                last_arrival[0] = time.monotonic()
-
-    client.on_message = on_message
-    try:
-        client.subscribe(topic_filter, qos=1)
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            time.sleep(0.05)
-            with lock:
-                if time.monotonic() - last_arrival[0] >= settle_s:
-                    break
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    with lock:
-        return dict(found)
