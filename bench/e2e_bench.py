@@ -35,6 +35,7 @@ REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.reliability.harness import (  # noqa: E402  (after the path set-up)
+    BulkPublisher,
     Collector,
     NotifyListener,
     Publisher,
@@ -216,20 +217,18 @@ def saturate(broker: Broker, topic: str, texts: Sequence[str], *, tag: str, coun
     of its throughput here)."""
     label_topic = topic + "/label"
     keys = [f"{tag}-{n}" for n in range(count)]
-    lines = b"".join(
-        json.dumps({"text": texts[n % len(texts)], "id": key}).encode() + b"\n"
+    payloads = [
+        json.dumps({"text": texts[n % len(texts)], "id": key}).encode()
         for n, key in enumerate(keys)
-    )
-    common = ["-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", "1"]
+    ]
     sub = subprocess.Popen(
-        ["mosquitto_sub", *common, "-t", label_topic, "-F", "%U %p"], stdout=subprocess.PIPE
+        [
+            "mosquitto_sub",
+            *("-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", "1"),
+            *("-t", label_topic, "-F", "%U %p"),
+        ],
+        stdout=subprocess.PIPE,
     )
-    time.sleep(0.5)  # subscribed before the first result exists
-    started = time.time()
-    pub = subprocess.Popen(
-        ["mosquitto_pub", *common, "-M", "1000", "-t", topic, "-l"], stdin=subprocess.PIPE
-    )
-    pub.communicate(lines, timeout=120)
     seen: dict[str, int] = {}
     arrivals: list[float] = []
     wanted = set(keys)
@@ -246,8 +245,14 @@ def saturate(broker: Broker, topic: str, texts: Sequence[str], *, tag: str, coun
                 if len(arrivals) >= count and wanted <= seen.keys():
                     complete.set()
 
+    # Read from the start: a full stdout pipe would stall mosquitto_sub and its timestamps.
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    time.sleep(0.5)  # subscribed before the first result exists
+    started = time.time()
+    bulk = BulkPublisher(broker.host, broker.port, topic)
+    bulk.send(payloads)
+    bulk.finish(timeout_s=120)
     complete.wait(300)
     sub.terminate()
     sub.wait(10)

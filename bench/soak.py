@@ -90,6 +90,7 @@ def main() -> int:
             }
             log(json.dumps(window))
             windows.append(window)
+            collector.clear()
             index += 1
         collector.close()
         publisher.close()

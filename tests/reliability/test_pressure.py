@@ -4,10 +4,8 @@ consumer of results that never reads. Memory is read from /proc/<pid>/status (Vm
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from tests.reliability.conftest import AgentMaker
 from tests.reliability.harness import (
+    BulkPublisher,
     Collector,
     NotifyListener,
     Publisher,
@@ -94,37 +93,11 @@ def _latencies(
     return [1000 * (first[key] - publisher.sent_at[key]) for key in wanted]
 
 
-class BulkPublisher:
-    """mosquitto_pub reading lines on stdin (one QoS 1 message per line): a C client that
-    offers tens of thousands of messages a second, which no Python client on 2 shared cores
-    can, so the overload is set by the test and not by the publisher's speed."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        binary = shutil.which("mosquitto_pub")
-        if binary is None:
-            pytest.skip("mosquitto_pub is not installed (apt-get install mosquitto-clients)")
-        self._process = subprocess.Popen(
-            [binary, "-p", str(port), "-V", "mqttv5", "-q", "1", "-M", "1000", "-t", topic, "-l"],
-            stdin=subprocess.PIPE,
-        )
-        assert self._process.stdin is not None
-        self._stdin = self._process.stdin
-
-    def send(self, numbers: range) -> None:
-        self._stdin.write(b"".join(numbered(number) + b"\n" for number in numbers))
-        self._stdin.flush()
-
-    def finish(self, timeout_s: float) -> int:
-        """Close stdin; mosquitto_pub exits once the broker has acknowledged every line."""
-        self._stdin.close()
-        return self._process.wait(timeout_s)
-
-
 def _capacity(port: int, collector: Collector, topic: str, numbers: range) -> float:
     """Messages a second the agent labels while a backlog waits: all offered at once."""
     started = time.monotonic()
-    bulk = BulkPublisher(port, topic)
-    bulk.send(numbers)
+    bulk = BulkPublisher("127.0.0.1", port, topic)
+    bulk.send(numbered(number) for number in numbers)
     assert bulk.finish(timeout_s=60) == 0
     seen = collector.wait_ids({str(n) for n in numbers}, topic + "/label", timeout_s=60)
     assert len(seen) == len(numbers)
@@ -172,12 +145,12 @@ def test_overload_burst_drops_nothing_memory_bounded_latency_recovers(
         sampler.start()
         topic, first = f"{name}/in/burst", 10_000
         per_tick = max(1, round(OVERLOAD * capacity * TICK_S))
-        bulk = BulkPublisher(broker.port, topic)
+        bulk = BulkPublisher(broker.host, broker.port, topic)
         started = time.monotonic()
         number = first
         while (elapsed := time.monotonic() - started) < BURST_S:
             due = first + round(OVERLOAD * capacity * elapsed) + per_tick
-            bulk.send(range(number, due))
+            bulk.send(numbered(n) for n in range(number, due))
             number = due
             time.sleep(TICK_S)
         assert bulk.finish(timeout_s=60 + BURST_S) == 0, "mosquitto_pub failed"
