@@ -267,6 +267,7 @@ class Subject:
     throughput: float
     loads: dict[float, Phase]
     rss_mb: float
+    cores_at_half_load: float  # CPU seconds per second of the subject during the 50% phase
     cold_start_s: float
     missing: int
     duplicates: int
@@ -301,16 +302,18 @@ def measure(
         publisher = Publisher(broker.host, broker.port)
         time.sleep(0.5)
         loads: dict[float, Phase] = {}
-        rss = 0.0
+        rss = cores = 0.0
         for load in LOADS:
             rate = load * saturation.rate
             count = max(20, int(rate * paced_s))
             log(f"{name}: {load:.0%} load = {rate:.1f}/s for {count} messages")
+            cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
             loads[load] = run_phase(
                 publisher, collector, topic, texts, tag=f"load{load}", count=count, rate=rate
             )
             if load == 0.5:
                 rss = rss_kib(process.pid) / 1024
+                cores = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
         phases = [saturation, *loads.values()]
         collector.close()
         publisher.close()
@@ -319,6 +322,7 @@ def measure(
             saturation.rate,
             loads,
             rss,
+            cores,
             cold,
             sum(p.missing for p in phases),
             sum(p.duplicates for p in phases),
@@ -348,6 +352,12 @@ def model_only(
         classifier.classify([text])
         singles.append(1000 * (time.perf_counter() - begun))
     return throughput, percentile(singles, 0.5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
@@ -490,6 +500,8 @@ def render(
         f"{'yes' if p99_half <= p99_target else 'no'} |",
         f"| RSS at steady state (MB) | {agent.rss_mb:.0f} | {naive.rss_mb:.0f} | <= 200 | "
         f"{'yes' if agent.rss_mb <= 200 else 'no'} |",
+        f"| CPU at 50% load (cores busy) | {agent.cores_at_half_load:.2f} | "
+        f"{naive.cores_at_half_load:.2f} | | |",
         f"| cold start to READY=1 (s) | {agent.cold_start_s:.2f} | {naive.cold_start_s:.2f} |"
         f" <= 3 | {'yes' if agent.cold_start_s <= 3 else 'no'} |",
         f"| sent but never labelled / duplicates | {agent.missing} / {agent.duplicates} | "

@@ -84,6 +84,12 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings from ORT would otherwise go to stderr raw
+    # onnxruntime's worker threads spin after every run, waiting for the next one. On a
+    # device whose cores also run paho's thread, the broker and other services, that
+    # burns them between batches: at half load the agent kept 1.33 of 2 cores busy with
+    # spinning workers and 0.81 without, and its saturated throughput was no lower
+    # (docs/benchmarks.md). The price is a slower lone inference (0.8 -> 1.2 ms here).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
