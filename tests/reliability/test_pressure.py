@@ -88,7 +88,8 @@ def _latencies(
     first: dict[str, float] = {}
     for result in collector.snapshot():
         key = str(result.body.get("id"))
-        if key in wanted and key not in first:
+        # Only this phase's topic: a long burst's ids can reach the calm phases' numbers.
+        if result.topic == topic + "/label" and key in wanted and key not in first:
             first[key] = result.received_at
     return [1000 * (first[key] - publisher.sent_at[key]) for key in wanted]
 
