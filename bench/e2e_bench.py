@@ -256,6 +256,7 @@ def saturate(broker: Broker, topic: str, texts: Sequence[str], *, tag: str, coun
     complete.wait(300)
     sub.terminate()
     sub.wait(10)
+    reader.join(10)  # stdout has closed: nothing more is appended while we count
     achieved = len(arrivals) / max(1e-9, max(arrivals, default=started) - started)
     duplicates = sum(n - 1 for key, n in seen.items() if key in wanted)
     return Phase(achieved, [], len(wanted - seen.keys()), duplicates)

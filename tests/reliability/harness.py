@@ -170,15 +170,6 @@ class Publisher:
             else:
                 self._mid_to_key[info.mid] = key
 
-    def wait_acked(self, count: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.acked_at) >= count:
-                    return True
-            time.sleep(0.05)
-        return False
-
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
