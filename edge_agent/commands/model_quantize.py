@@ -14,11 +14,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--texts", type=Path, help="sentences (.tsv/.txt; default SST-2)")
     parser.add_argument("--check-count", type=int, default=500, help="sentences to compare")
     parser.add_argument("--max-seq-len", type=int, default=64)
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="training sentences (.tsv/.txt): smooth MatMul inputs that have outlier channels",
+    )
+    parser.add_argument("--calibration-count", type=int, default=512)
 
 
 def main(args: argparse.Namespace) -> int:
     from tokenizers import Tokenizer
 
+    from edge_agent.toolkit.export import encode
     from edge_agent.toolkit.quantize import argmax_agreement, quantize_int8
     from edge_agent.toolkit.texts import default_texts_path, read_texts
 
@@ -26,10 +33,17 @@ def main(args: argparse.Namespace) -> int:
     try:
         tokenizer = Tokenizer.from_file(str(args.tokenizer))
         texts = read_texts(texts_path, args.check_count)
+        calibration_texts = (
+            read_texts(args.calibration, args.calibration_count) if args.calibration else []
+        )
     except Exception as error:  # tokenizers raises plain Exceptions from Rust
         print(f"edge-agent: cannot read inputs: {error}", file=sys.stderr)
         return 3
-    quantize_int8(args.fp32, args.out)
+    calibration = [
+        encode(tokenizer, calibration_texts[start : start + 64], args.max_seq_len)
+        for start in range(0, len(calibration_texts), 64)
+    ]
+    quantize_int8(args.fp32, args.out, calibration=calibration)
     agreement = argmax_agreement(
         args.fp32, args.out, tokenizer, texts, max_seq_len=args.max_seq_len
     )

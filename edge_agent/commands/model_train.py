@@ -77,6 +77,7 @@ def _train(args: argparse.Namespace, work: Path) -> int:
     from edge_agent.toolkit.train import Encoded, FitOptions, fit, pick_device
     from edge_agent.toolkit.train_bundle import (
         bundle_size,
+        calibration_sample,
         deploy_checkpoint,
         export_graphs,
         measure_graphs,
@@ -161,7 +162,13 @@ def _train(args: argparse.Namespace, work: Path) -> int:
     checkpoint = work / "checkpoint"
     save_checkpoint(student.to("cpu"), checkpoint, tokenizer_dir)
     deployed = deploy_checkpoint(checkpoint, work, args.max_seq_len)
-    fp32_graph, int8_graph = export_graphs(deployed, work / "graphs", keep_head_fp32=args.fp32_head)
+    fp32_graph, int8_graph = export_graphs(
+        deployed,
+        work / "graphs",
+        keep_head_fp32=args.fp32_head,
+        calibration_texts=calibration_sample(train_rows.texts),
+        max_seq_len=args.max_seq_len,
+    )
     figures = measure_graphs(
         fp32_graph,
         int8_graph,

@@ -48,19 +48,44 @@ def deploy_checkpoint(checkpoint: Path, work: Path, max_seq_len: int) -> Path:
 
 
 def export_graphs(
-    checkpoint: Path, out_dir: Path, *, keep_head_fp32: bool = True
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    keep_head_fp32: bool = True,
+    calibration_texts: Sequence[str] = (),
+    max_seq_len: int = 128,
 ) -> tuple[Path, Path]:
     """model.fp32.onnx (checked against transformers by the exporter) and INT8 model.onnx.
 
     keep_head_fp32=False also stores the pooler as INT8: 0.44 MB less for a 384-wide model.
+    `calibration_texts` (training texts, never evaluation rows) let quantization smooth the
+    MatMul inputs that have outlier channels (quantize.smooth_outlier_inputs).
     """
-    from edge_agent.toolkit.export import export_onnx
+    from tokenizers import Tokenizer
+
+    from edge_agent.toolkit.export import encode, export_onnx
     from edge_agent.toolkit.quantize import quantize_int8
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(checkpoint, out_dir / "model.fp32.onnx")
-    int8 = quantize_int8(fp32, out_dir / "model.onnx", keep_head_fp32=keep_head_fp32)
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    texts = list(calibration_texts)
+    calibration = [
+        encode(tokenizer, texts[start : start + _ORT_BATCH], max_seq_len)
+        for start in range(0, len(texts), _ORT_BATCH)
+    ]
+    int8 = quantize_int8(
+        fp32, out_dir / "model.onnx", keep_head_fp32=keep_head_fp32, calibration=calibration
+    )
     return Path(fp32), Path(int8)
+
+
+def calibration_sample(texts: Sequence[str], rows: int = 512, seed: int = 0) -> list[str]:
+    """A fixed random sample of training texts for quantization's calibration."""
+    import random
+
+    chosen = random.Random(seed).sample(range(len(texts)), min(rows, len(texts)))
+    return [texts[i] for i in sorted(chosen)]
 
 
 def graph_logits(

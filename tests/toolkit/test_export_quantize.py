@@ -83,3 +83,59 @@ def test_int8_uses_integer_matmuls_and_agrees_with_fp32(tmp_path: Path) -> None:
     agreement = argmax_agreement(fp32, int8, tokenizer, list(SAMPLE_TEXTS), max_seq_len=32)
     assert agreement >= 11 / 12
     assert max_logit_difference(model, fp32, tokenizer, list(SAMPLE_TEXTS)) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [((2, 40, 16), (16, 8)), ((2, 4, 40, 8), (4, 8, 6))],  # plain and grouped (b, g, l, c/g)
+)
+def test_smoothing_outlier_channels_brings_int8_closer_to_fp32(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...]
+) -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_agent.toolkit.quantize import quantize_matmul_weights, smooth_outlier_inputs
+
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=w_shape).astype(np.float32)
+
+    def inputs() -> np.ndarray:
+        x = rng.normal(size=x_shape).astype(np.float32)
+        x[..., 3] *= 60.0  # one loud channel, like a trained model's outlier neuron
+        return x
+
+    def graph() -> Any:
+        return helper.make_model(
+            helper.make_graph(
+                [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+                "one_matmul",
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                [numpy_helper.from_array(weight, "w")],
+            ),
+            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        )
+
+    def run(model: Any, x: np.ndarray) -> np.ndarray:
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return np.asarray(session.run(["y"], {"x": x})[0])
+
+    calibration = [{"x": inputs()} for _ in range(3)]
+    test = inputs()
+    exact = test @ weight
+    smoothed_fp32 = graph()
+    assert smooth_outlier_inputs(smoothed_fp32, calibration) == 1
+    np.testing.assert_allclose(run(smoothed_fp32, test), exact, rtol=1e-4, atol=1e-3)
+    errors = {}
+    for name, smooth in (("plain", False), ("smoothed", True)):
+        model = graph()
+        if smooth:
+            smooth_outlier_inputs(model, calibration)
+        quantize_matmul_weights(model)
+        errors[name] = float(np.abs(run(model, test) - exact).mean())
+    assert errors["smoothed"] < 0.5 * errors["plain"], errors
+    quiet = graph()  # no outlier channel: nothing to smooth, the graph is left alone
+    assert smooth_outlier_inputs(quiet, [{"x": rng.normal(size=x_shape).astype(np.float32)}]) == 0

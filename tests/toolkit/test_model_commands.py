@@ -40,6 +40,8 @@ def test_export_quantize_pack_inspect_bench(
             str(tokenizer),
             "--texts",
             str(texts_file),
+            "--calibration",
+            str(texts_file),
         ],
         capsys,
     )
