@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         multi_label=False,
         log=log,
         teacher_trained=True,
+        transfer=data.transfer,
     )
     save_checkpoint(result.student, work / "student", minilm_dir())
     figures: dict[str, Any] = {
@@ -147,6 +148,7 @@ def _bundle(
 
     from edge_agent.toolkit.train_bundle import (
         bundle_size,
+        calibration_sample,
         deploy_checkpoint,
         export_graphs,
         measure_graphs,
@@ -159,7 +161,13 @@ def _bundle(
     tokenizer_file = checkpoint / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     # INT8 pooler too: with a MiniLM-sized vocabulary the bundle is otherwise just over 16 MB.
-    fp32, int8 = export_graphs(checkpoint, work / "graphs", keep_head_fp32=False)
+    fp32, int8 = export_graphs(
+        checkpoint,
+        work / "graphs",
+        keep_head_fp32=False,
+        calibration_texts=calibration_sample(data.texts["train"].texts),
+        max_seq_len=data.max_seq_len,
+    )
     measured = {
         part: measure_graphs(
             fp32,

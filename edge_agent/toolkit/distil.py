@@ -7,6 +7,7 @@ which is what the export step reads.
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +17,10 @@ from typing import Any, Final
 
 import numpy as np
 
-from edge_agent.toolkit.train import Encoded, FitOptions, fit, predict_logits
+from edge_agent.toolkit.train import UNLABELLED, Encoded, FitOptions, fit, predict_logits
 from edge_agent.toolkit.train_metrics import primary_metric
+
+CALIBRATION_SEED: Final = 0
 
 # Files that make a checkpoint folder usable by transformers' AutoTokenizer and our exporter.
 TOKENIZER_FILES: Final = (
@@ -55,6 +58,9 @@ class RecipeOptions:
     student: FitOptions
     groups: int = 4
     distil: bool = True  # False: the grouped student trains on hard labels only
+    # Grouped layers fitted to the teacher's outputs on this many training rows (grouping.py);
+    # 0 keeps only the diagonal blocks of the dense weights.
+    calibration_rows: int = 4096
 
 
 def save_checkpoint(model: Any, folder: Path, tokenizer_dir: Path) -> None:
@@ -83,14 +89,26 @@ def run_recipe(
     log: Callable[[dict[str, Any]], None],
     teacher_trained: bool = False,
     make_student: Callable[[Any, int], Any] | None = None,
+    transfer: Sequence[Sequence[int]] = (),
 ) -> RecipeResult:
     """Fine-tune `teacher` (unless already trained), then build and distil the grouped student.
 
-    `make_student(teacher, groups)` defaults to the MiniLM -> SqueezeBERT block-diagonal init.
+    `make_student(teacher, groups)` defaults to the MiniLM -> SqueezeBERT init, with grouped
+    layers fitted on `options.calibration_rows` random training rows. `transfer` (token ids of
+    unlabelled texts, single-label distillation only) joins the student's training rows: it
+    learns from them through the teacher's outputs alone.
     """
+    if transfer and (multi_label or not options.distil):
+        raise ValueError("transfer texts need single-label distillation")
     from edge_agent.toolkit.minilm import squeezebert_from_bert
 
-    build = make_student or (lambda t, g: squeezebert_from_bert(t, groups=g))
+    def fitted_student(dense: Any, groups: int) -> Any:
+        rows = min(options.calibration_rows, len(train.ids))
+        chosen = random.Random(CALIBRATION_SEED).sample(range(len(train.ids)), rows)
+        calibration = [train.ids[i] for i in chosen] if rows else None
+        return squeezebert_from_bert(dense, groups=groups, calibration_ids=calibration)
+
+    build = make_student or fitted_student
     steps: list[StepFigures] = []
 
     def measure(name: str, model: Any, seconds: float) -> None:
@@ -113,9 +131,14 @@ def run_recipe(
     student_options = options.student
     if not options.distil:
         student_options = replace(student_options, kd_alpha=0.0, kd_hidden_weight=0.0)
+    student_rows = train
+    if transfer:
+        student_rows = Encoded(
+            ids=[*train.ids, *transfer], targets=[*train.targets, *[UNLABELLED] * len(transfer)]
+        )
     fit(
         student,
-        train,
+        student_rows,
         validation,
         student_options,
         multi_label=multi_label,

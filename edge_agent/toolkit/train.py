@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -39,6 +39,11 @@ class FitOptions:
     max_steps: int | None = None
     max_seconds: float | None = None  # time budget: evaluate once more and stop when spent
     progress: bool = True
+
+
+# Target of a transfer row (single-label distillation only): unlabelled text the student learns
+# from through the teacher's outputs alone; cross-entropy skips it.
+UNLABELLED: Final = -100
 
 
 @dataclass(frozen=True)
@@ -199,8 +204,10 @@ def fit(
             out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=need_hidden)
             if multi_label:
                 loss = functional.binary_cross_entropy_with_logits(out.logits, target)
-            else:
-                loss = functional.cross_entropy(out.logits, target)
+            elif bool((target != UNLABELLED).any()):
+                loss = functional.cross_entropy(out.logits, target, ignore_index=UNLABELLED)
+            else:  # only transfer rows: the teacher's losses below are all there is
+                loss = out.logits.sum() * 0.0
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(
