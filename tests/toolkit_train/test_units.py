@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,32 +145,22 @@ def test_transfer_rows_train_the_student_through_the_teacher_alone() -> None:
         ),
         calibration_rows=8,
     )
-    result = run_recipe(
-        teacher=teacher,
-        train=labelled,
-        validation=labelled,
-        held_out=None,
-        options=options,
-        multi_label=False,
-        log=lambda entry: None,
-        teacher_trained=True,
-        transfer=transfer,
-    )
+    recipe: dict[str, Any] = {
+        "teacher": teacher,
+        "train": labelled,
+        "validation": labelled,
+        "held_out": None,
+        "options": options,
+        "log": lambda entry: None,
+        "teacher_trained": True,
+        "transfer": transfer,
+    }
+    result = run_recipe(multi_label=False, **recipe)
     weights = [p for p in result.student.parameters() if p.requires_grad]
     assert all(bool(torch.isfinite(p).all()) for p in weights)
     assert [s.name for s in result.steps] == ["dense_teacher", "grouped_init", "distilled_student"]
     with pytest.raises(ValueError, match="single-label distillation"):
-        run_recipe(
-            teacher=teacher,
-            train=labelled,
-            validation=labelled,
-            held_out=None,
-            options=options,
-            multi_label=True,
-            log=lambda entry: None,
-            teacher_trained=True,
-            transfer=transfer,
-        )
+        run_recipe(multi_label=True, **recipe)
 
 
 def test_read_formats_and_errors(tmp_path: Path) -> None:
