@@ -147,13 +147,14 @@ def _bundle(
     from tokenizers import Tokenizer
 
     from edge_agent.toolkit.train_bundle import (
+        QUANTIZE_CALIBRATION_ROWS,
         bundle_size,
-        calibration_sample,
         deploy_checkpoint,
         export_graphs,
         measure_graphs,
         pack_int8_bundle,
     )
+    from edge_agent.toolkit.train_data import calibration_sample
     from edge_agent.toolkit.train_metrics import format_report, softmax
 
     t0 = time.monotonic()
@@ -165,7 +166,7 @@ def _bundle(
         checkpoint,
         work / "graphs",
         keep_head_fp32=False,
-        calibration_texts=calibration_sample(data.texts["train"].texts),
+        calibration_texts=calibration_sample(data.texts["train"].texts, QUANTIZE_CALIBRATION_ROWS),
         max_seq_len=data.max_seq_len,
     )
     measured = {

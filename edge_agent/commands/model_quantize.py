@@ -25,8 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from tokenizers import Tokenizer
 
-    from edge_agent.toolkit.export import encode
-    from edge_agent.toolkit.quantize import argmax_agreement, quantize_int8
+    from edge_agent.toolkit.quantize import argmax_agreement, calibration_feeds, quantize_int8
     from edge_agent.toolkit.texts import default_texts_path, read_texts
 
     texts_path = args.texts or default_texts_path()
@@ -39,10 +38,7 @@ def main(args: argparse.Namespace) -> int:
     except Exception as error:  # tokenizers raises plain Exceptions from Rust
         print(f"edge-agent: cannot read inputs: {error}", file=sys.stderr)
         return 3
-    calibration = [
-        encode(tokenizer, calibration_texts[start : start + 64], args.max_seq_len)
-        for start in range(0, len(calibration_texts), 64)
-    ]
+    calibration = calibration_feeds(tokenizer, calibration_texts, args.max_seq_len)
     quantize_int8(args.fp32, args.out, calibration=calibration)
     agreement = argmax_agreement(
         args.fp32, args.out, tokenizer, texts, max_seq_len=args.max_seq_len

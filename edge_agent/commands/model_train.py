@@ -76,14 +76,20 @@ def _train(args: argparse.Namespace, work: Path) -> int:
     from edge_agent.toolkit.distil import RecipeOptions, label_targets, run_recipe, save_checkpoint
     from edge_agent.toolkit.train import Encoded, FitOptions, fit, pick_device
     from edge_agent.toolkit.train_bundle import (
+        QUANTIZE_CALIBRATION_ROWS,
         bundle_size,
-        calibration_sample,
         deploy_checkpoint,
         export_graphs,
         measure_graphs,
         pack_int8_bundle,
     )
-    from edge_agent.toolkit.train_data import DataError, encode_texts, read_labelled, split_indices
+    from edge_agent.toolkit.train_data import (
+        DataError,
+        calibration_sample,
+        encode_texts,
+        read_labelled,
+        split_indices,
+    )
     from edge_agent.toolkit.train_metrics import format_report
 
     if args.threads:
@@ -166,7 +172,7 @@ def _train(args: argparse.Namespace, work: Path) -> int:
         deployed,
         work / "graphs",
         keep_head_fp32=args.fp32_head,
-        calibration_texts=calibration_sample(train_rows.texts),
+        calibration_texts=calibration_sample(train_rows.texts, QUANTIZE_CALIBRATION_ROWS),
         max_seq_len=args.max_seq_len,
     )
     figures = measure_graphs(

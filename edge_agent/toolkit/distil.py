@@ -7,7 +7,6 @@ which is what the export step reads.
 
 from __future__ import annotations
 
-import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +17,8 @@ from typing import Any, Final
 import numpy as np
 
 from edge_agent.toolkit.train import UNLABELLED, Encoded, FitOptions, fit, predict_logits
+from edge_agent.toolkit.train_data import calibration_sample
 from edge_agent.toolkit.train_metrics import primary_metric
-
-CALIBRATION_SEED: Final = 0
 
 # Files that make a checkpoint folder usable by transformers' AutoTokenizer and our exporter.
 TOKENIZER_FILES: Final = (
@@ -103,9 +101,7 @@ def run_recipe(
     from edge_agent.toolkit.minilm import squeezebert_from_bert
 
     def fitted_student(dense: Any, groups: int) -> Any:
-        rows = min(options.calibration_rows, len(train.ids))
-        chosen = random.Random(CALIBRATION_SEED).sample(range(len(train.ids)), rows)
-        calibration = [train.ids[i] for i in chosen] if rows else None
+        calibration = calibration_sample(train.ids, options.calibration_rows) or None
         return squeezebert_from_bert(dense, groups=groups, calibration_ids=calibration)
 
     build = make_student or fitted_student

@@ -25,6 +25,37 @@ if TYPE_CHECKING:
 OUTLIER_RATIO: Final = 8.0
 
 
+def _is_weight_matmul(node: Any, weights: dict[str, Any], skip_prefix: str) -> bool:
+    """A MatMul whose second input is a constant weight, and not named skip_prefix*."""
+    return bool(
+        node.op_type == "MatMul"
+        and len(node.input) > 1
+        and node.input[1] in weights
+        and not (skip_prefix and node.name.startswith(skip_prefix))
+    )
+
+
+def _input_users(graph: Any) -> dict[str, int]:
+    """How many node inputs read each tensor name (a weight read once can be replaced)."""
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    return users
+
+
+def calibration_feeds(
+    tokenizer: Tokenizer, texts: Sequence[str], max_seq_len: int, batch_size: int = 64
+) -> list[dict[str, np.ndarray]]:
+    """`texts` encoded the way the engine does, in batches: the `calibration` of quantize_int8."""
+    from edge_agent.toolkit.export import encode
+
+    return [
+        encode(tokenizer, texts[start : start + batch_size], max_seq_len)
+        for start in range(0, len(texts), batch_size)
+    ]
+
+
 def quantize_matmul_weights(model: Any, *, skip_prefix: str = "") -> int:
     """Replace every MatMul with a constant weight by a DynamicQuantizeMatMul whose INT8
     weight has one symmetric scale per output channel (per group for batched weights).
@@ -38,21 +69,14 @@ def quantize_matmul_weights(model: Any, *, skip_prefix: str = "") -> int:
 
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = _input_users(graph)
     replaced = 0
     nodes = []
     for node in graph.node:
-        weight_name = node.input[1] if len(node.input) > 1 else ""
-        if (
-            node.op_type != "MatMul"
-            or weight_name not in weights
-            or (skip_prefix and node.name.startswith(skip_prefix))
-        ):
+        if not _is_weight_matmul(node, weights, skip_prefix):
             nodes.append(node)
             continue
+        weight_name = node.input[1]
         w = numpy_helper.to_array(weights[weight_name]).astype(np.float32)
         scale = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / 127.0
         if w.ndim == 2:
@@ -99,14 +123,7 @@ def smooth_outlier_inputs(
 
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
-    targets = [
-        node
-        for node in graph.node
-        if node.op_type == "MatMul"
-        and len(node.input) > 1
-        and node.input[1] in weights
-        and not (skip_prefix and node.name.startswith(skip_prefix))
-    ]
+    targets = [node for node in graph.node if _is_weight_matmul(node, weights, skip_prefix)]
     if not targets or not feeds:
         return 0
     probe = type(model)()
@@ -123,6 +140,7 @@ def smooth_outlier_inputs(
             axes = (0, 2) if value.ndim == 4 else tuple(range(value.ndim - 1))
             peak = np.abs(value).max(axis=axes, keepdims=value.ndim == 4)
             ranges[name] = np.maximum(ranges[name], peak) if name in ranges else peak
+    users = _input_users(graph)
     smoothing: dict[str, Any] = {}  # MatMul name -> the Mul node that feeds it
     for node in targets:
         x_range = np.maximum(ranges[node.input[0]], 1e-6)
@@ -139,7 +157,7 @@ def smooth_outlier_inputs(
         smoothing[node.name] = helper.make_node(
             "Mul", [node.input[0], f"{base}_inv"], [f"{base}_x"], name=base
         )
-        if sum(name == node.input[1] for other in graph.node for name in other.input) == 1:
+        if users[node.input[1]] == 1:
             graph.initializer.remove(weights[node.input[1]])
         node.input[0], node.input[1] = f"{base}_x", f"{base}_w"
     nodes = []

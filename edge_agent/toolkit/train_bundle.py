@@ -24,6 +24,8 @@ from edge_agent.toolkit.train_metrics import (
 )
 
 GOLDEN_COUNT: Final = 6
+# Training texts that quantization's outlier smoothing measures activation ranges on.
+QUANTIZE_CALIBRATION_ROWS: Final = 512
 _ORT_BATCH: Final = 64
 
 
@@ -63,29 +65,17 @@ def export_graphs(
     """
     from tokenizers import Tokenizer
 
-    from edge_agent.toolkit.export import encode, export_onnx
-    from edge_agent.toolkit.quantize import quantize_int8
+    from edge_agent.toolkit.export import export_onnx
+    from edge_agent.toolkit.quantize import calibration_feeds, quantize_int8
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(checkpoint, out_dir / "model.fp32.onnx")
     tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
-    texts = list(calibration_texts)
-    calibration = [
-        encode(tokenizer, texts[start : start + _ORT_BATCH], max_seq_len)
-        for start in range(0, len(texts), _ORT_BATCH)
-    ]
+    calibration = calibration_feeds(tokenizer, calibration_texts, max_seq_len, _ORT_BATCH)
     int8 = quantize_int8(
         fp32, out_dir / "model.onnx", keep_head_fp32=keep_head_fp32, calibration=calibration
     )
     return Path(fp32), Path(int8)
-
-
-def calibration_sample(texts: Sequence[str], rows: int = 512, seed: int = 0) -> list[str]:
-    """A fixed random sample of training texts for quantization's calibration."""
-    import random
-
-    chosen = random.Random(seed).sample(range(len(texts)), min(rows, len(texts)))
-    return [texts[i] for i in sorted(chosen)]
 
 
 def graph_logits(

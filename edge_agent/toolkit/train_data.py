@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 # How many batches' worth of rows are sorted together: enough to group similar lengths, few
 # enough that the order still changes every epoch.
@@ -146,6 +146,16 @@ def split_indices(
     for members_of_part in parts:
         rng.shuffle(members_of_part)
     return parts
+
+
+Row = TypeVar("Row")
+
+
+def calibration_sample(rows: Sequence[Row], count: int, seed: int = 0) -> list[Row]:
+    """A fixed random sample of `count` training rows (all of them if fewer), in their order:
+    what the grouped-layer fit and quantization's outlier smoothing measure activations on."""
+    chosen = random.Random(seed).sample(range(len(rows)), min(count, len(rows)))
+    return [rows[i] for i in sorted(chosen)]
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_seq_len: int) -> list[list[int]]:
