@@ -5,7 +5,6 @@ it and check the counted messages were redelivered, labelled and then forgotten.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from pathlib import Path
@@ -34,18 +33,18 @@ def _kill_with_batch_in_flight(
     """SIGKILL the agent at a moment its journal holds counts, and return them.
 
     A plain kill can land between two batches, when the journal is legitimately empty.
-    SIGSTOP freezes the agent so that what we read is exactly the state it dies in; when it
-    is caught between batches it is thawed and tried again a few milliseconds later.
+    Freezing the agent (SIGSTOP, waited on until every thread has stopped) makes what we
+    read exactly the state it dies in; when it is caught between batches it is thawed and
+    tried again a few milliseconds later.
     """
-    assert agent.process is not None
     deadline = time.monotonic() + timeout_s
     while True:
-        agent.process.send_signal(signal.SIGSTOP)
+        agent.freeze()
         in_flight = _journal(journal)
         if in_flight:
             agent.kill()
             return in_flight
-        agent.process.send_signal(signal.SIGCONT)
+        agent.thaw()
         assert time.monotonic() < deadline, (
             f"never caught a batch in flight: {journal.read_text()[-300:]!r}"
         )

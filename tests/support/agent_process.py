@@ -107,6 +107,25 @@ class AgentProcess:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def freeze(self, timeout_s: float = 5.0) -> None:
+        """SIGSTOP, returning only once every thread has stopped.
+
+        The signal is delivered asynchronously: a thread already running on another core
+        keeps going (and may write files) until the kernel gets round to stopping it, so
+        what a test reads straight after the send is not yet a frozen state.
+        """
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + timeout_s
+        while not all(_thread_state(task) in {"T", "t"} for task in tasks.iterdir()):
+            assert time.monotonic() < deadline, "agent threads did not stop"
+            time.sleep(0.001)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
         for line in self.log_path.read_text(errors="replace").splitlines():
@@ -120,3 +139,11 @@ class AgentProcess:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-count:])
+
+
+def _thread_state(task: Path) -> str:
+    """The one-letter state in /proc/<pid>/task/<tid>/stat (after the parenthesised name)."""
+    try:
+        return (task / "stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:  # the thread ended: it writes nothing more
+        return "T"
