@@ -34,6 +34,7 @@ COMMANDS: Final[tuple[tuple[tuple[str, ...], str, str], ...]] = (
     (("model", "sign"), "edge_agent.commands.model_sign", "sign a bundle"),
     (("model", "push"), "edge_agent.commands.model_push", "push a bundle over MQTT"),
     (("model", "status"), "edge_agent.commands.model_status", "read devices' update reports"),
+    (("model", "unpush"), "edge_agent.commands.model_unpush", "clear a retained update"),
 )
 
 

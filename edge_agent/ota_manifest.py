@@ -183,6 +183,22 @@ def seal(payload: bytes, signer: Signer) -> bytes:
 
 def open_envelope(envelope: bytes, keyring: Keyring) -> bytes:
     """Return the payload bytes once their signature verifies; parse nothing else before."""
+    key, signature, payload = _unpack_envelope(envelope)
+    try:
+        keyring.verify_with(payload, signature, key)
+    except SignatureError as exc:
+        raise UpdateRejectedError(f"bad signature: {exc}") from None
+    return payload
+
+
+def unverified_payload(envelope: bytes) -> bytes:
+    """The payload without checking its signature: for the operator's own tools reading back
+    what they published (`model unpush`), never for anything a device installs."""
+    return _unpack_envelope(envelope)[2]
+
+
+def _unpack_envelope(envelope: bytes) -> tuple[str, bytes, bytes]:
+    """(key id, signature, payload) from an envelope's JSON and base64."""
     if len(envelope) > MAX_ENVELOPE_BYTES:
         raise UpdateRejectedError(f"manifest envelope is {len(envelope)} bytes, over the limit")
     try:
@@ -197,15 +213,13 @@ def open_envelope(envelope: bytes, keyring: Keyring) -> bytes:
     if not isinstance(key, str) or not isinstance(payload_b64, str):
         raise UpdateRejectedError("manifest envelope lacks key_id or payload")
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
-        payload = base64.b64decode(payload_b64, validate=True)
+        return (
+            key,
+            base64.b64decode(signature_b64, validate=True),
+            base64.b64decode(payload_b64, validate=True),
+        )
     except binascii.Error:
         raise UpdateRejectedError("manifest envelope holds invalid base64") from None
-    try:
-        keyring.verify_with(payload, signature, key)
-    except SignatureError as exc:
-        raise UpdateRejectedError(f"bad signature: {exc}") from None
-    return payload
 
 
 def parse_payload(payload: bytes) -> UpdateManifest:

@@ -1,4 +1,5 @@
-"""Operator side of OTA: turn a bundle folder into the MQTT messages of a signed update.
+"""Operator side of OTA: turn a bundle folder into the MQTT messages of a signed update,
+and work out the messages that take a retained update off the broker again.
 
 Pure apart from reading the bundle: the result is a list of (topic, payload, retain) that any
 MQTT client can publish, chunks first and the manifest last, so a device that sees the
@@ -8,6 +9,7 @@ manifest finds every chunk already retained on the broker.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,12 +18,15 @@ from typing import Final
 from edge_agent.ota_manifest import (
     BUNDLE_FILES,
     DEFAULT_CHUNK_SIZE,
+    FileSpec,
     Target,
     UpdateManifest,
+    UpdateRejectedError,
     build_payload,
     chunk_topic,
     parse_payload,
     seal,
+    unverified_payload,
     update_topic,
 )
 from edge_agent.signing import MANIFEST_FILE, SIGNATURE_FILE, Signer
@@ -93,12 +98,9 @@ def build_update(
     envelope = seal(payload, signer)
     messages = [
         OutboundMessage(
-            chunk_topic(prefix, spec.sha256, chunk_size, index),
-            files[spec.name][index * chunk_size : (index + 1) * chunk_size],
-            retain=True,
+            topic, files[spec.name][index * chunk_size : (index + 1) * chunk_size], retain=True
         )
-        for spec in manifest.files.values()
-        for index in range(len(spec.chunk_sha256))
+        for spec, index, topic in _chunks(manifest, prefix)
     ]
     messages.append(
         OutboundMessage(
@@ -106,6 +108,49 @@ def build_update(
         )
     )
     return Update(manifest, envelope, tuple(messages))
+
+
+@dataclass(frozen=True)
+class Clearing:
+    manifest: UpdateManifest
+    messages: tuple[OutboundMessage, ...]
+    shared_chunks: int  # chunk topics left alone: another retained update still needs them
+
+
+def clear_update(retained_updates: Mapping[str, bytes], topic: str, prefix: str) -> Clearing:
+    """Empty retained messages that remove the update retained on `topic` from the broker.
+
+    `retained_updates` holds every retained update envelope under the prefix, by topic. The
+    update topic is cleared first: a device that sees it empty starts no new download (and
+    one mid-download keeps what it has staged). Then the update's chunk topics, except those
+    another retained update refers to; chunks are content-addressed and shared between
+    targets and versions, so clearing them blindly could break a different rollout.
+    """
+    if not retained_updates.get(topic):
+        raise UpdateRejectedError(f"no update is retained on {topic}")
+    manifest = parse_payload(unverified_payload(retained_updates[topic]))
+    still_needed: set[str] = set()
+    for other_topic, envelope in retained_updates.items():
+        if other_topic != topic and envelope:
+            try:
+                still_needed |= _chunk_topics(parse_payload(unverified_payload(envelope)), prefix)
+            except UpdateRejectedError:
+                continue  # unreadable: it cannot be installed, so it needs no chunks
+    own = _chunk_topics(manifest, prefix)
+    messages = [OutboundMessage(topic, b"", retain=True)]
+    messages += [OutboundMessage(t, b"", retain=True) for t in sorted(own - still_needed)]
+    return Clearing(manifest, tuple(messages), len(own & still_needed))
+
+
+def _chunks(manifest: UpdateManifest, prefix: str) -> Iterator[tuple[FileSpec, int, str]]:
+    """(file, chunk index, chunk topic) for every chunk of the update, in publishing order."""
+    for spec in manifest.files.values():
+        for index in range(len(spec.chunk_sha256)):
+            yield spec, index, chunk_topic(prefix, spec.sha256, manifest.chunk_size, index)
+
+
+def _chunk_topics(manifest: UpdateManifest, prefix: str) -> set[str]:
+    return {topic for _, _, topic in _chunks(manifest, prefix)}
 
 
 def _identity(manifest_bytes: bytes) -> tuple[str, str, str | None]:

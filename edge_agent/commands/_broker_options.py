@@ -1,4 +1,4 @@
-"""Broker options shared by the operator's MQTT commands (`model push`, `model status`)."""
+"""Broker options shared by the operator's MQTT commands (`model push`, `status`, `unpush`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Short-lived MQTT clients for the workstation side of OTA (`edge-agent model push` and
-`model status`): publish a batch of retained QoS 1 messages and wait for every PUBACK, or
-read back the retained messages under a filter. No reconnect logic: a command fails loudly
-instead of retrying behind the operator's back."""
+"""Short-lived MQTT clients for the workstation side of OTA (`edge-agent model push`,
+`model status` and `model unpush`): publish a batch of retained QoS 1 messages and wait for
+every PUBACK, or read back the retained messages under a filter. No reconnect logic: a
+command fails loudly instead of retrying behind the operator's back."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.mqtt.operator import BrokerAddress, collect_retained
 from edge_agent.ota import OtaReceiver, OtaSettings
 from edge_agent.signing import Keyring
 from tests.ota.bundles import bundle_files, write_bundle
@@ -125,3 +126,39 @@ def test_interrupted_transfer_resumes_over_mosquitto(tmp_path: Path, broker_port
     assert second.chunks_submitted == total - 6  # only the missing chunks travel again
     model = tmp_path / "device" / "models" / "sentiment" / "1.1.0" / "model.onnx"
     assert model.read_bytes() == (bundle / "model.onnx").read_bytes()
+
+
+def test_unpush_clears_the_update_and_only_the_chunks_nothing_else_needs(
+    tmp_path: Path, broker_port: int
+) -> None:
+    prefix = f"test/{uuid.uuid4().hex[:8]}/ota"
+    broker = ("--host", "127.0.0.1", "--port", str(broker_port), "--prefix", prefix)
+    assert cli("model", "keygen", "--out", str(tmp_path / "operator")).returncode == 0
+    bundle = write_bundle(tmp_path / "workstation", bundle_files(version="1.1.0"))
+    key = ("--key", str(tmp_path / "operator.key"), "--chunk-size", "1024")
+    # the same files to a fleet and to one device: one retained copy of each chunk serves both
+    for target in (("--fleet", "kitchen"), ("--device", "pi-9")):
+        pushed = cli("model", "push", *target, str(bundle), *key, *broker)
+        assert pushed.returncode == 0, pushed.stderr
+
+    def retained() -> dict[str, bytes]:
+        address = BrokerAddress("127.0.0.1", broker_port)
+        return collect_retained(address, f"{prefix}/#", settle_s=0.5)
+
+    before = retained()
+    chunks = {topic for topic in before if "/blob/" in topic}
+    assert len(chunks) > 3 and f"{prefix}/fleet/kitchen/update" in before
+
+    first = cli("model", "unpush", "--fleet", "kitchen", "--settle", "0.5", *broker)
+    assert first.returncode == 0, first.stderr
+    assert f"0 chunk topics; kept {len(chunks)}" in first.stdout
+    assert set(retained()) == set(before) - {f"{prefix}/fleet/kitchen/update"}
+
+    second = cli("model", "unpush", "--device", "pi-9", "--settle", "0.5", *broker)
+    assert second.returncode == 0, second.stderr
+    assert f"{len(chunks)} chunk topics; kept 0" in second.stdout
+    assert retained() == {}
+
+    again = cli("model", "unpush", "--device", "pi-9", "--settle", "0.5", *broker)
+    assert again.returncode == 1
+    assert f"no update is retained on {prefix}/device/pi-9/update" in again.stderr

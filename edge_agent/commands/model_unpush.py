@@ -1,0 +1,43 @@
+"""`edge-agent model unpush --device ID|--fleet GROUP`: take a retained OTA update off the broker.
+
+`model push` leaves the update and its chunks retained, so devices that connect later still
+get it. Once a rollout is done (or must stop), this clears them: the update topic first, then
+every chunk topic no other retained update needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edge_agent.commands._broker_options import add_broker_options, broker_from_args
+from edge_agent.mqtt.operator import BrokerError, collect_retained, publish_messages
+from edge_agent.ota_manifest import UpdateRejectedError, update_topic
+from edge_agent.ota_push import clear_update
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", help="device id the update was pushed to")
+    target.add_argument("--fleet", help="fleet group the update was pushed to")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds of quiet to stop")
+    add_broker_options(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    topic = update_topic(args.prefix, device=args.device, fleet=args.fleet)
+    broker = broker_from_args(args)
+    try:
+        retained = collect_retained(broker, f"{args.prefix}/+/+/update", settle_s=args.settle)
+        clearing = clear_update(retained, topic, args.prefix)
+        publish_messages(broker, [(m.topic, m.payload, m.retain) for m in clearing.messages])
+    except (UpdateRejectedError, BrokerError) as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    manifest = clearing.manifest
+    print(
+        f"cleared update {manifest.update_id} ({manifest.name} {manifest.version}) from {topic}"
+        f" and {len(clearing.messages) - 1} chunk topics; kept {clearing.shared_chunks}"
+        " that other retained updates use"
+    )
+    return 0
