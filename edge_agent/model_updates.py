@@ -55,7 +55,12 @@ class ModelUpdates:
         self.ota: OtaWorker | None = None
         if config.ota.enabled:
             receiver = OtaReceiver(
-                OtaSettings(config.broker.client_id, fleet=config.ota.fleet, prefix=prefix),
+                OtaSettings(
+                    config.broker.client_id,
+                    fleet=config.ota.fleet,
+                    prefix=prefix,
+                    served_models=frozenset(route.model for route in config.routes),
+                ),
                 keyring or Keyring({}),
                 Path(config.models_dir),
                 config.state_path,

@@ -55,6 +55,7 @@ from edge_agent.signing import Keyring
 
 DEFAULT_PREFIX: Final = "edge-agent/ota"
 DEFAULT_WINDOW: Final = 8
+UNSERVED_REASON: Final = "no route uses this model: kept on disk, loaded once a route names it"
 PROGRESS_STEPS: Final = 10  # a progress report per tenth of the chunks, not per chunk
 
 
@@ -65,6 +66,9 @@ class OtaSettings:
     prefix: str = DEFAULT_PREFIX
     agent_version: str = __version__
     window: int = DEFAULT_WINDOW  # chunk topics subscribed at once: bounds memory and flow
+    # Model names the device's routes use (None: unknown). A bundle for any other name is
+    # installed but never loaded, and its report says so instead of waiting for a swap.
+    served_models: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -344,9 +348,11 @@ class OtaReceiver:
         discard_staging(self._ota_dir, manifest.update_id)
         del self._transfers[manifest.update_id]
         self._installed[(manifest.name, manifest.version)] = manifest
+        served = self._settings.served_models
+        unserved = served is not None and manifest.name not in served
         return [
             *actions,
-            self._report("installed", manifest),
+            self._report("installed", manifest, reason=UNSERVED_REASON if unserved else None),
             Installed(manifest.name, manifest.version, destination),
         ]
 

@@ -73,13 +73,19 @@ DeviceFactory = Callable[..., Device]
 @pytest.fixture
 def make_device(tmp_path: Path, operator: Operator) -> DeviceFactory:
     def factory(
-        *, keyring: Keyring | None = None, clock: datetime = NOW, fleet: str | None = FLEET
+        *,
+        keyring: Keyring | None = None,
+        clock: datetime = NOW,
+        fleet: str | None = FLEET,
+        served: frozenset[str] | None = None,
     ) -> Device:
         models_dir = tmp_path / "models"
         state_dir = tmp_path / "state"
         models_dir.mkdir(exist_ok=True)
         receiver = OtaReceiver(
-            OtaSettings(device_id=DEVICE, fleet=fleet, prefix=PREFIX, window=4),
+            OtaSettings(
+                device_id=DEVICE, fleet=fleet, prefix=PREFIX, window=4, served_models=served
+            ),
             keyring if keyring is not None else operator.keyring,
             models_dir,
             state_dir,

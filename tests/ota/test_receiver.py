@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge_agent.ota import Installed, OtaReceiver, OtaSettings
+from edge_agent.ota import UNSERVED_REASON, Installed, OtaReceiver, OtaSettings
 from edge_agent.ota_manifest import Target, UpdateRejectedError, chunk_topic, seal, update_topic
 from edge_agent.signing import Keyring, Signer, generate_keypair
 from tests.ota.bundles import bundle_files, tiny_model, tree, write_bundle
@@ -66,6 +66,19 @@ def test_fleet_update_installs_and_swap_result_is_reported(
     device.apply(device.receiver.on_swap_result("sentiment", "1.1.0", None))
     assert device.last_state == "swapped"
     assert device.reports[-1].topic == f"{PREFIX}/device/{DEVICE}/report"
+
+
+def test_bundle_no_route_uses_is_installed_and_says_it_will_not_be_served(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    routed = make_device(served=frozenset({"sentiment"}))
+    deliver(routed, retained(push(operator, bundle_files(version="1.1.0"))))
+    assert (routed.last_state, routed.last_reason) == ("installed", "None")
+
+    unrouted = make_device(served=frozenset({"intent"}))
+    deliver(unrouted, retained(push(operator, bundle_files(version="1.2.0"))))
+    assert (unrouted.last_state, unrouted.last_reason) == ("installed", UNSERVED_REASON)
+    assert (unrouted.models_dir / "sentiment" / "1.2.0" / "model.onnx").is_file()
 
 
 def test_update_flips_current_symlink_when_one_is_in_use(
