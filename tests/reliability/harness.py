@@ -22,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.support.proc import status_kib
+
 SESSION_EXPIRY_S: Final = 300
 
 
@@ -210,10 +212,7 @@ def numbered(number: int) -> bytes:
 
 def rss_kib(pid: int) -> int:
     """Resident set size from /proc (kB, as the kernel reports it)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return status_kib(pid, "VmRSS")
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from tests.support.mqtt_client import TestClient
+from tests.support.proc import thread_states
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,9 +117,8 @@ class AgentProcess:
         """
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
-        tasks = Path(f"/proc/{self.process.pid}/task")
         deadline = time.monotonic() + timeout_s
-        while not all(_thread_state(task) in {"T", "t"} for task in tasks.iterdir()):
+        while not all(state in {"T", "t"} for state in thread_states(self.process.pid)):
             assert time.monotonic() < deadline, "agent threads did not stop"
             time.sleep(0.001)
 
@@ -139,11 +139,3 @@ class AgentProcess:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-count:])
-
-
-def _thread_state(task: Path) -> str:
-    """The one-letter state in /proc/<pid>/task/<tid>/stat (after the parenthesised name)."""
-    try:
-        return (task / "stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:  # the thread ended: it writes nothing more
-        return "T"

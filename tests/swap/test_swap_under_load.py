@@ -12,18 +12,12 @@ import time
 from pathlib import Path
 
 from tests.support.mqtt_client import TestClient
+from tests.support.proc import status_kib
 from tests.swap.conftest import AgentFactory, Bundles, events, install, versions_of
 
 MESSAGES = 2400
 RATE_PER_S = 400.0
 DROP_AT = 800  # messages published before the new bundle is dropped
-
-
-def _vm_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 def test_swap_under_a_steady_stream_loses_nothing(
@@ -33,7 +27,7 @@ def test_swap_under_a_steady_stream_loses_nothing(
     install(bundles.v1, models)
     agent = start_agent(models)
     topic = agent.input_topic()
-    rss_before = _vm_kib(agent.pid, "VmRSS")
+    rss_before = status_kib(agent.pid, "VmRSS")
     dropped_at: list[float] = []
 
     def publish_stream() -> None:
@@ -55,7 +49,7 @@ def test_swap_under_a_steady_stream_loses_nothing(
     results = client.wait_for(MESSAGES, topic_prefix=agent.results_prefix(), timeout_s=90)
     time.sleep(0.5)  # a duplicate would arrive right behind the rest
     results = client.messages(agent.results_prefix())
-    peak_kib = _vm_kib(agent.pid, "VmHWM")
+    peak_kib = status_kib(agent.pid, "VmHWM")
 
     ids = [result.json()["id"] for result in results]
     assert sorted(ids, key=int) == [str(i) for i in range(MESSAGES)], "lost or duplicated"
