@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
+
+from edge_agent.out_of_scope import SCORE_KINDS
 
 FORMAT_VERSION: Final = 1
 MANIFEST_FILE: Final = "manifest.json"
@@ -48,10 +51,12 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Reject:
-    """Single-label out-of-scope rule: top probability below `threshold` -> `label`."""
+    """Single-label out-of-scope rule: `score` below `threshold` -> `label`
+    (edge_agent/out_of_scope.py: `probability` or `energy`)."""
 
     label: str
     threshold: float
+    score: str = "probability"
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,11 @@ class Manifest:
         if self.thresholds:
             data["thresholds"] = dict(self.thresholds)
         if self.reject is not None:
-            data["reject"] = {"label": self.reject.label, "threshold": self.reject.threshold}
+            data["reject"] = {
+                "label": self.reject.label,
+                "threshold": self.reject.threshold,
+                "score": self.reject.score,
+            }
         data["files"] = {
             name: {"sha256": entry.sha256, "size": entry.size}
             for name, entry in sorted(self.files.items())
@@ -265,9 +274,14 @@ def _parse_reject(raw: Any, task: str) -> Reject | None:
         raise ValueError("reject must be an object")
     label = _require(raw, "label", str)
     threshold = _require(raw, "threshold", (int, float))
-    if not 0 <= threshold <= 1:
-        raise ValueError("reject.threshold must be in [0, 1]")
-    return Reject(label=label, threshold=float(threshold))
+    score = raw.get("score", "probability")
+    if score not in SCORE_KINDS:
+        raise ValueError(f"reject.score {score!r}: expected one of {', '.join(SCORE_KINDS)}")
+    if score == "probability" and not 0 <= threshold <= 1:
+        raise ValueError("reject.threshold must be in [0, 1] for score 'probability'")
+    if not math.isfinite(threshold):
+        raise ValueError("reject.threshold must be a finite number")
+    return Reject(label=label, threshold=float(threshold), score=score)
 
 
 def _parse_golden(raw: Any) -> GoldenExample:

@@ -32,6 +32,7 @@ from edge_agent.bundle import (
     verify_files,
     verify_signature,
 )
+from edge_agent.out_of_scope import rejected
 
 Precision = Literal["auto", "int8", "fp32"]
 GOLDEN_SCORE_TOLERANCE: Final = 1e-3
@@ -189,12 +190,20 @@ class Classifier:
     def classify(self, texts: Sequence[str], top_k: int = 3) -> list[Prediction]:
         logits, truncated = self.logits(texts)
         probabilities = self.scores(logits)
+        reject = self.manifest.reject
+        out_of_scope = (
+            rejected(logits, self._labels, reject.label, reject.score, reject.threshold)
+            if reject is not None
+            else np.zeros(len(logits), dtype=bool)
+        )
         return [
-            self._predict(row, cut, top_k)
-            for row, cut in zip(probabilities, truncated, strict=True)
+            self._predict(row, cut, bool(out), top_k)
+            for row, cut, out in zip(probabilities, truncated, out_of_scope, strict=True)
         ]
 
-    def _predict(self, probabilities: FloatArray, truncated: bool, top_k: int) -> Prediction:
+    def _predict(
+        self, probabilities: FloatArray, truncated: bool, out_of_scope: bool, top_k: int
+    ) -> Prediction:
         order = np.argsort(-probabilities, kind="stable")
         ranked = tuple(
             LabelScore(self._labels[i], float(probabilities[i])) for i in order[: max(top_k, 1)]
@@ -203,10 +212,8 @@ class Classifier:
         if self.manifest.task == "multi-label":
             above = tuple(self._labels[i] for i in order if probabilities[i] >= self._thresholds[i])
             return Prediction(best.label, best.score, ranked[:top_k], above, truncated)
-        label = best.label
         reject = self.manifest.reject
-        if reject is not None and best.score < reject.threshold:
-            label = reject.label
+        label = reject.label if reject is not None and out_of_scope else best.label
         return Prediction(label, best.score, ranked[:top_k], (label,), truncated)
 
 

@@ -28,7 +28,8 @@ def describe(manifest: object) -> list[str]:
     if manifest.thresholds:
         lines.append("thresholds: " + ", ".join(f"{k}={v}" for k, v in manifest.thresholds.items()))
     if manifest.reject is not None:
-        lines.append(f"reject: below {manifest.reject.threshold} -> {manifest.reject.label!r}")
+        reject = manifest.reject
+        lines.append(f"reject: {reject.score} below {reject.threshold} -> {reject.label!r}")
     for name, entry in sorted(manifest.files.items()):
         lines.append(f"file {name}: {entry.size / 1e6:.2f} MB sha256 {entry.sha256[:16]}...")
     if manifest.metrics:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_agent.out_of_scope import SCORE_KINDS
+
 
 def _key_value(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
@@ -32,7 +34,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--metric", type=_key_value, action="append", default=[], help="NAME=NUMBER"
     )
     parser.add_argument("--threshold", type=_key_value, action="append", default=[], help="LABEL=P")
-    parser.add_argument("--reject", type=_key_value, help="LABEL=P: below P the label is LABEL")
+    parser.add_argument("--reject", type=_key_value, help="LABEL=T: a score below T answers LABEL")
+    parser.add_argument(
+        "--reject-score",
+        choices=SCORE_KINDS,
+        default="probability",
+        help="what --reject compares: the top probability, or the energy (log-sum-exp of the"
+        " other labels' logits, edge_agent/out_of_scope.py)",
+    )
     parser.add_argument("--intended-use", default="")
     parser.add_argument("--training-data", default="")
     parser.add_argument("--limitations", default="")
@@ -47,7 +56,10 @@ def main(args: argparse.Namespace) -> int:
     golden: list[str] = []
     if args.golden_texts is not None:
         golden = read_texts(args.golden_texts, 200)
-    reject = None if args.reject is None else Reject(args.reject[0], args.reject[1])
+    reject = None
+    if args.reject is not None:
+        label, threshold = args.reject
+        reject = Reject(label, threshold, score=args.reject_score)
     try:
         bundle = pack_bundle(
             args.models_dir,

@@ -128,6 +128,21 @@ def test_reject_turns_unsure_predictions_into_the_reject_label(tiny_copy: Path) 
     assert any(p.label != "oos" for p in predictions)
 
 
+def test_energy_reject_answers_the_reject_label_for_weak_responses(tiny_copy: Path) -> None:
+    plain = load_classifier(tiny_copy, precision="fp32")
+    logits, _ = plain.logits(SAMPLE_TEXTS)
+    # log-sum-exp of every label's logits (the tiny model has no `oos` class of its own)
+    energy = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
+    threshold = float(np.median(energy))
+    reject = {"label": "oos", "threshold": threshold, "score": "energy"}
+    _rewrite_manifest(tiny_copy, reject=reject, golden=[])
+    predictions = load_classifier(tiny_copy, precision="fp32").classify(SAMPLE_TEXTS)
+    for prediction, text_energy in zip(predictions, energy, strict=True):
+        expected = "oos" if text_energy < threshold else prediction.top_k[0].label
+        assert prediction.label == expected
+    assert {p.label == "oos" for p in predictions} == {True, False}
+
+
 def test_session_options_default_to_physical_cores_and_no_inter_op_pool() -> None:
     options = session_options()
     assert options.intra_op_num_threads == physical_cores() >= 1

@@ -42,7 +42,11 @@ def test_valid_manifest_round_trips() -> None:
     manifest = _parse(_manifest(reject={"label": "oos", "threshold": 0.4}))
     assert manifest.labels == ("negative", "positive")
     assert manifest.reject is not None and manifest.reject.threshold == 0.4
+    assert manifest.reject.score == "probability"  # what manifests without `score` meant
     assert _parse(manifest.to_json()) == manifest
+    energy = _parse(_manifest(reject={"label": "oos", "threshold": 8.25, "score": "energy"}))
+    assert energy.reject is not None and energy.reject.score == "energy"
+    assert _parse(energy.to_json()) == energy
 
 
 @pytest.mark.parametrize(
@@ -60,6 +64,7 @@ def test_valid_manifest_round_trips() -> None:
         ({"files": {"../x": {"sha256": HASH, "size": 1}}}, "not a plain bundle file name"),
         ({"thresholds": {"positive": 0.3}}, "only for multi-label"),
         ({"reject": {"label": "oos", "threshold": 2}}, r"reject\.threshold"),
+        ({"reject": {"label": "oos", "threshold": 0.5, "score": "x"}}, r"reject\.score 'x'"),
         ({"golden": [{"text": "x"}]}, "missing field 'label'"),
         ({"metrics": {"acc": "high"}}, "metrics"),
     ],
