@@ -25,7 +25,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edge_agent.bundle import Reject  # noqa: E402
 from recipes.tasks import (  # noqa: E402
+    INTENT_REJECT_SCORE,
     OOS,
     TASKS,
     Task,
@@ -155,7 +157,7 @@ def _bundle(
         pack_int8_bundle,
     )
     from edge_agent.toolkit.train_data import calibration_sample
-    from edge_agent.toolkit.train_metrics import format_report, softmax
+    from edge_agent.toolkit.train_metrics import format_report
 
     t0 = time.monotonic()
     checkpoint = deploy_checkpoint(work / "student", work, data.max_seq_len)
@@ -196,13 +198,11 @@ def _bundle(
     }
     reject = None
     if OOS in data.labels:
-        tune = softmax(val.int8_logits)
-        threshold = choose_threshold(tune, data.validation.targets, data.labels)
-        point = oos_operating_point(
-            softmax(held.int8_logits), data.held_out.targets, data.labels, threshold
-        )
-        point_fp32 = oos_operating_point(
-            softmax(held.fp32_logits), data.held_out.targets, data.labels, threshold
+        score = INTENT_REJECT_SCORE
+        threshold = choose_threshold(val.int8_logits, data.validation.targets, data.labels, score)
+        point, point_fp32 = (
+            oos_operating_point(logits, data.held_out.targets, data.labels, threshold, score)
+            for logits in (held.int8_logits, held.fp32_logits)
         )
         metrics.update(
             in_scope_accuracy=point["in_scope_accuracy"],
@@ -211,7 +211,7 @@ def _bundle(
             oos_recall_fp32=point_fp32["oos_recall"],
             reject_threshold=threshold,
         )
-        reject = (OOS, threshold)
+        reject = Reject(OOS, threshold, score=score)
     bundle = pack_int8_bundle(
         args.models_dir,
         name=args.model,

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from edge_agent.bundle import Reject
 from edge_agent.toolkit.train_metrics import (
     Report,
     agreement,
@@ -151,11 +152,10 @@ def pack_int8_bundle(
     golden_texts: Sequence[str],
     metrics: Mapping[str, float],
     card: Mapping[str, str],
-    reject: tuple[str, float] | None = None,
+    reject: Reject | None = None,
     replace: bool = False,
 ) -> Path:
     """Write the bundle (INT8 graph only) with golden examples picked by the packer."""
-    from edge_agent.bundle import Reject
     from edge_agent.toolkit.pack import pack_bundle
 
     return pack_bundle(
@@ -171,7 +171,7 @@ def pack_int8_bundle(
         golden_count=GOLDEN_COUNT,
         metrics=metrics,
         card=card,
-        reject=Reject(label=reject[0], threshold=reject[1]) if reject else None,
+        reject=reject,
         replace=replace,
     )
 

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge_agent.out_of_scope import rejected
+from edge_agent.toolkit.augment import recombined_texts
 from edge_agent.toolkit.train_data import DataError, length_batches, read_labelled, split_indices
 from edge_agent.toolkit.train_metrics import multi_label_report, single_label_report
 
@@ -188,6 +190,45 @@ def test_split_is_stratified_and_reproducible() -> None:
     held, rest = first
     assert sorted(held + rest) == list(range(100))
     assert sum(1 for i in held if labels[i] == ("b",)) == 2
+
+
+def test_recombined_texts_mix_words_of_the_training_texts_reproducibly() -> None:
+    texts = ["what is my credit score", "book a flight to paris", "hi", "set an alarm for six"]
+    made = recombined_texts(texts, 200, seed=3)
+    assert made == recombined_texts(texts, 200, seed=3)
+    assert made != recombined_texts(texts, 200, seed=4)
+    assert len(made) == 200
+    vocabulary = {word for text in texts for word in text.split()}
+    assert all(text and set(text.split()) <= vocabulary for text in made)
+    # mostly new texts, and some mixing two sources (each source's words are distinct here)
+    assert sum(text not in texts for text in made) > 150
+    sources = [{i for i, t in enumerate(texts) if w in t.split()} for w in vocabulary]
+    owner = {w: s.pop() for w, s in zip(vocabulary, sources, strict=True) if len(s) == 1}
+    assert any(len({owner[w] for w in text.split() if w in owner}) == 2 for text in made)
+    with pytest.raises(ValueError, match="two words"):
+        recombined_texts(["hi", "yo"], 3, seed=0)
+
+
+def test_oos_threshold_rejects_the_budgeted_share_of_in_scope_queries() -> None:
+    from recipes.tasks import INTENT_IN_SCOPE_REJECTED, OOS, choose_threshold, oos_operating_point
+
+    labels = ("alarm", "weather", OOS)
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 400)
+    logits = rng.normal(0, 1, (400, 3))
+    # in-scope rows confidently right, out-of-scope rows unsure (the rule's premise)
+    margins = np.where(targets == 2, rng.uniform(0, 1, 400), rng.uniform(3, 8, 400))
+    logits[np.arange(400), targets] += margins
+    in_scope = targets != 2
+    for score in ("probability", "energy"):
+        chosen = choose_threshold(logits, targets, labels, score)
+        for threshold, within_budget in ((chosen, True), (chosen + 1e-6, False)):
+            out = rejected(logits, labels, OOS, score, threshold) | (logits.argmax(axis=1) == 2)
+            assert bool(out[in_scope].mean() <= INTENT_IN_SCOPE_REJECTED) == within_budget
+        assert (
+            oos_operating_point(logits, targets, labels, chosen, score)["oos_recall"]
+            > (oos_operating_point(logits, targets, labels, float("-inf"), score)["oos_recall"])
+        )
 
 
 def test_length_batches_cover_every_row_once() -> None:
