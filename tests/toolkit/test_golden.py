@@ -1,0 +1,38 @@
+"""Which texts become a bundle's golden examples (pure: predictions in, examples out)."""
+
+from __future__ import annotations
+
+from edge_agent.engine import LabelScore, Prediction
+from edge_agent.toolkit.pack import choose_golden
+
+
+def _prediction(label: str, score: float, runner_up: str = "other") -> Prediction:
+    top_k = (LabelScore(label, score), LabelScore(runner_up, 1.0 - score))
+    return Prediction(label, score, top_k, (label,), False)
+
+
+def test_goldens_come_from_the_most_confident_labels_first() -> None:
+    # Labels in alphabetical order have only unsure examples; picking them would let a
+    # rounding difference between CPUs move a golden score past the tolerance.
+    predictions = [
+        _prediction("alarm", 0.55),
+        _prediction("balance", 0.58),
+        _prediction("weather", 0.995),
+        _prediction("weather", 0.97),
+        _prediction("timer", 0.99),
+    ]
+    texts = [f"text {i}" for i in range(len(predictions))]
+    golden = choose_golden(texts, predictions, None, 3)
+    assert [(g.label, g.score) for g in golden] == [
+        ("weather", 0.995),
+        ("timer", 0.99),
+        ("balance", 0.58),
+    ]
+
+
+def test_texts_near_the_reject_threshold_and_disagreements_are_never_golden() -> None:
+    predictions = [_prediction("alarm", 0.99), _prediction("timer", 0.98), _prediction("x", 0.9)]
+    fp32 = [_prediction("alarm", 0.99), _prediction("timer", 0.98), _prediction("y", 0.9)]
+    texts = ["set an alarm", "start a timer", "flip"]
+    golden = choose_golden(texts, predictions, fp32, 3, near_reject_threshold=frozenset({0}))
+    assert [g.text for g in golden] == ["start a timer"]
