@@ -112,7 +112,7 @@ def build_update(
 
 @dataclass(frozen=True)
 class Clearing:
-    manifest: UpdateManifest
+    manifest: UpdateManifest | None  # None: what was retained is no readable update
     messages: tuple[OutboundMessage, ...]
     shared_chunks: int  # chunk topics left alone: another retained update still needs them
 
@@ -128,18 +128,25 @@ def clear_update(retained_updates: Mapping[str, bytes], topic: str, prefix: str)
     """
     if not retained_updates.get(topic):
         raise UpdateRejectedError(f"no update is retained on {topic}")
-    manifest = parse_payload(unverified_payload(retained_updates[topic]))
+    manifest = _readable(retained_updates[topic])
     still_needed: set[str] = set()
     for other_topic, envelope in retained_updates.items():
-        if other_topic != topic and envelope:
-            try:
-                still_needed |= _chunk_topics(parse_payload(unverified_payload(envelope)), prefix)
-            except UpdateRejectedError:
-                continue  # unreadable: it cannot be installed, so it needs no chunks
-    own = _chunk_topics(manifest, prefix)
+        other = _readable(envelope) if other_topic != topic else None
+        if other is not None:
+            still_needed |= _chunk_topics(other, prefix)
+    own = _chunk_topics(manifest, prefix) if manifest is not None else set()
     messages = [OutboundMessage(topic, b"", retain=True)]
     messages += [OutboundMessage(t, b"", retain=True) for t in sorted(own - still_needed)]
     return Clearing(manifest, tuple(messages), len(own & still_needed))
+
+
+def _readable(envelope: bytes) -> UpdateManifest | None:
+    """The update an envelope announces; None when it is unreadable (no device can install
+    it, so it needs no chunks, and clearing it is all there is to do)."""
+    try:
+        return parse_payload(unverified_payload(envelope)) if envelope else None
+    except UpdateRejectedError:
+        return None
 
 
 def _chunks(manifest: UpdateManifest, prefix: str) -> Iterator[tuple[FileSpec, int, str]]:

@@ -35,9 +35,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1
     manifest = clearing.manifest
+    what = (
+        f"update {manifest.update_id} ({manifest.name} {manifest.version})"
+        if manifest is not None
+        else "an unreadable update"
+    )
     print(
-        f"cleared update {manifest.update_id} ({manifest.name} {manifest.version}) from {topic}"
-        f" and {len(clearing.messages) - 1} chunk topics; kept {clearing.shared_chunks}"
-        " that other retained updates use"
+        f"cleared {what} from {topic} and {len(clearing.messages) - 1} chunk topics;"
+        f" kept {clearing.shared_chunks} that other retained updates use"
     )
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.mqtt.operator import BrokerAddress, collect_retained
+from edge_agent.mqtt.operator import BrokerAddress, collect_retained, publish_messages
 from edge_agent.ota import OtaReceiver, OtaSettings
 from edge_agent.signing import Keyring
 from tests.ota.bundles import bundle_files, write_bundle
@@ -162,3 +162,11 @@ def test_unpush_clears_the_update_and_only_the_chunks_nothing_else_needs(
     again = cli("model", "unpush", "--device", "pi-9", "--settle", "0.5", *broker)
     assert again.returncode == 1
     assert f"no update is retained on {prefix}/device/pi-9/update" in again.stderr
+
+    # something that is no update (a stray manual publish) can be cleared as well
+    stray = f"{prefix}/device/pi-10/update"
+    publish_messages(BrokerAddress("127.0.0.1", broker_port), [(stray, b"not json", True)])
+    cleared = cli("model", "unpush", "--device", "pi-10", "--settle", "0.5", *broker)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "cleared an unreadable update" in cleared.stdout
+    assert retained() == {}
