@@ -171,6 +171,8 @@ def _usable_id(value: object) -> str | None:
     text = str(value)
     if not text or len(text) > MAX_ID_CHARS or not routing.is_plain_level(text):
         return None
+    if _LONE_SURROGATE.search(text):
+        return None  # JSON can escape one; no MQTT topic or UTF-8 result can carry it
     return text
 
 
@@ -250,4 +252,9 @@ def encode_error(message_id: str, *, topic: str | None, code: str, message: str)
 
 def _dump(body: Mapping[str, Any]) -> bytes:
     # ensure_ascii=False keeps non-Latin labels readable; separators keep payloads small.
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate that JSON escaped on the way in ("\udc80", e.g. in a passthrough
+        # field) has no UTF-8 form: escape it again on the way out, as it arrived.
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
