@@ -99,3 +99,35 @@ def test_decode_never_raises(payload: bytes) -> None:
         if isinstance(result, Request):
             assert len(result.text.encode("utf-8", "surrogatepass")) <= 100
             assert result.text.strip()
+
+
+# Strings that JSON can carry but UTF-8 cannot: lone surrogates, escaped as "\udc80".
+_json_text = st.text(
+    st.characters() | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=20
+)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _json_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"id": _json_text | st.integers(), "text": _json_text},
+        optional={"meta": _json_values},
+    )
+)
+def test_whatever_decode_returns_encodes_to_json(document: dict[str, object]) -> None:
+    # json.dumps escapes lone surrogates ("\udc80"), which json.loads turns back into them
+    payload = json.dumps(document).encode()
+    result = decode(payload, InputSpec(passthrough=("meta",)))
+    if isinstance(result, Rejected):
+        encoded = messages.encode_error(result.id, topic="t", code=result.code, message="m")
+    else:
+        outcome = messages.Outcome(
+            "pos", 0.9, (messages.ScoredLabel("pos", 0.9),), ("pos",), "m", "1", truncated=False
+        )
+        encoded = messages.encode_result(result, outcome, topic="t", latency_ms=1, echo_text=True)
+    assert json.loads(encoded)["id"] == result.id
