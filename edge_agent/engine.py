@@ -189,6 +189,12 @@ class Classifier:
 
     def classify(self, texts: Sequence[str], top_k: int = 3) -> list[Prediction]:
         logits, truncated = self.logits(texts)
+        return self.predictions(logits, truncated, top_k)
+
+    def predictions(
+        self, logits: FloatArray, truncated: Sequence[bool], top_k: int = 3
+    ) -> list[Prediction]:
+        """What `classify` answers for these logits (from `logits`)."""
         probabilities = self.scores(logits)
         reject = self.manifest.reject
         out_of_scope = (

@@ -185,10 +185,10 @@ def pack_bundle(
         classifiers = [load_classifier(staging, precision="int8", threads=1)]
         if fp32_model is not None:
             classifiers.append(load_classifier(staging, precision="fp32", threads=1))
-        predictions = [_classify_one_by_one(c, texts) for c in classifiers]
-        near = frozenset(i for c in classifiers for i in _near_reject_threshold(c, texts))
-        fp32 = predictions[1] if fp32_model is not None else None
-        golden = choose_golden(texts, predictions[0], fp32, golden_count, near)
+        runs = [_classify_one_by_one(c, texts) for c in classifiers]
+        near = frozenset().union(*(near_threshold for _, near_threshold in runs))
+        fp32 = runs[1][0] if fp32_model is not None else None
+        golden = choose_golden(texts, runs[0][0], fp32, golden_count, near)
         manifest = dataclasses.replace(manifest, golden=golden)
         write_manifest(staging, manifest)
     for path in staging.iterdir():
@@ -202,22 +202,20 @@ def pack_bundle(
     return final
 
 
-def _classify_one_by_one(classifier: Classifier, texts: Sequence[str]) -> list[Prediction]:
-    """Batch-of-one predictions, as `engine.check_golden` reproduces them."""
-    return [classifier.classify([text])[0] for text in texts]
-
-
-def _near_reject_threshold(classifier: Classifier, texts: Sequence[str]) -> list[int]:
-    """Indices of texts whose reject score is within GOLDEN_REJECT_MARGIN of the threshold
-    (batch of one, as `engine.check_golden` runs them)."""
+def _classify_one_by_one(
+    classifier: Classifier, texts: Sequence[str]
+) -> tuple[list[Prediction], frozenset[int]]:
+    """Batch-of-one predictions, as `engine.check_golden` reproduces them, and the indices
+    of the texts whose reject score lies within GOLDEN_REJECT_MARGIN of the threshold."""
     reject = classifier.manifest.reject
-    if reject is None:
-        return []
-    near = []
+    labels = classifier.manifest.labels
+    predictions: list[Prediction] = []
+    near: set[int] = set()
     for index, text in enumerate(texts):
-        logits, _ = classifier.logits([text])
-        labels = classifier.manifest.labels
-        score = in_scope_scores(logits, labels, reject.label, reject.score)[0]
-        if abs(score - reject.threshold) < GOLDEN_REJECT_MARGIN:
-            near.append(index)
-    return near
+        logits, truncated = classifier.logits([text])
+        predictions += classifier.predictions(logits, truncated)
+        if reject is not None:
+            score = in_scope_scores(logits, labels, reject.label, reject.score)[0]
+            if abs(score - reject.threshold) < GOLDEN_REJECT_MARGIN:
+                near.add(index)
+    return predictions, frozenset(near)
