@@ -5,23 +5,26 @@ Reshape) and leaves bias additions where onnxruntime cannot fuse them. Writing t
 by hand from the weights gives onnxruntime's CPU kernels exactly what they are fastest
 at (measured with per-op profiles, see docs/benchmarks.md):
 
-- grouped 1x1 convolutions as one MatMul per layer over a (groups, cin/g, cout/g)
-  weight in the (batch, groups, length, c/g) layout; dynamic quantization turns each
-  into one DynamicQuantizeMatMul;
-- q, k and v as one grouped MatMul and one Transpose into (3, batch, heads, length,
+- grouped 1x1 convolutions as one 2D MatMul per group between a Split and a Concat of the
+  channels: onnxruntime pre-packs only 2D weights for its integer GEMMs, and a 1D bias
+  after a 2D MatMul becomes the GEMM's own bias input on quantization, so no bias costs a
+  pass over the activations of its own;
+- q, k and v as one MatMul per group, then one Transpose into (3, batch, heads, length,
   head size);
-- feed-forward kept in the grouped layout end to end (output group i reads exactly the
-  channels intermediate group i wrote);
+- feed-forward kept apart per group end to end (output group i reads exactly the channels
+  intermediate group i wrote);
 - biases folded away where the algebra allows it exactly: k's bias shifts every score of
   a row equally (softmax ignores it), v's bias passes through attention unchanged (rows
-  of attention weights sum to 1) into the post-attention bias, 1/sqrt(head size) into q,
-  and the output bias into the preceding LayerNorm's beta (compensated in the
-  intermediate bias), leaving fewer full-tensor Adds;
+  of attention weights sum to 1) into the post-attention bias, 1/sqrt(head size) into q;
+- the last layer for the first token only: the pooler reads nothing else, so its queries,
+  post-attention, feed-forward and LayerNorms run on one position instead of all (keys
+  and values still cover every token);
 - Reshape with 0 (= keep this dimension), so no shape arithmetic in the graph.
 
 Measured and rejected (slower here, onnxruntime 1.32, x86, 1 thread; see
-docs/benchmarks.md): com.microsoft MultiHeadAttention and SkipLayerNormalization, and
-per-group 2D MatMuls (Split/Concat) instead of one batched MatMul.
+docs/benchmarks.md): com.microsoft MultiHeadAttention and SkipLayerNormalization, one
+batched MatMul over a (groups, cin/g, cout/g) weight (not pre-packed; its bias cannot be
+the GEMM's), and INT8 attention matmuls.
 
 Interface per the bundle contract: int64 `input_ids` and `attention_mask` [batch, seq],
 float32 `logits` [batch, labels]. token_type_ids are always 0 here, so the type-0
@@ -90,27 +93,56 @@ def _grouped_weight(conv: Any) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(g, cout // g, cin_g).transpose(0, 2, 1))
 
 
-def _to_groups(graph: _Graph, x: str, groups: int, channels: int) -> str:
-    """(b, l, c) -> (b, g, l, c/g)."""
-    shape = graph.const("shape", np.array([0, 0, groups, channels // groups], dtype=np.int64))
-    return graph.op("Transpose", [graph.op("Reshape", [x, shape])], perm=[0, 2, 1, 3])
+def _split_channels(graph: _Graph, x: str, groups: int, channels: int) -> list[str]:
+    """(b, l, c) -> `groups` tensors (b, l, c/g): one copy, like a Transpose would be."""
+    if groups == 1:
+        return [x]
+    from onnx import helper
+
+    parts = [graph.name("group") for _ in range(groups)]
+    # Sizes spelled out: without them onnxruntime 1.32's common-subexpression pass merges two
+    # Splits of one tensor into different numbers of parts (q and k groups 2 and 3).
+    sizes = graph.const("sizes", np.full(groups, channels // groups, dtype=np.int64))
+    graph.nodes.append(
+        helper.make_node("Split", [x, sizes], parts, name=parts[0] + "_split", axis=-1)
+    )
+    return parts
 
 
-def _from_groups(graph: _Graph, y: str, channels: int) -> str:
-    """(b, g, l, c/g) -> (b, l, c); also (b, heads, l, d) -> (b, l, c)."""
+def _concat_channels(graph: _Graph, parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else graph.op("Concat", parts, axis=-1)
+
+
+def _matmuls_per_group(
+    graph: _Graph, parts: list[str], weight: np.ndarray, bias: np.ndarray | None = None
+) -> list[str]:
+    """Group g's (b, l, cin/g) @ weight[g] (cin/g, cout/g) [+ bias of group g], one 2D
+    MatMul each: onnxruntime pre-packs 2D weights only, and a 1D bias right after the
+    MatMul becomes the integer GEMM's own bias input on quantization (quantize.py)."""
+    groups = weight.shape[0]
+    biases = [None] * groups if bias is None else list(bias.reshape(groups, -1))
+    outputs = []
+    for part, w, b in zip(parts, weight, biases, strict=True):
+        y = graph.op("MatMul", [part, graph.const("w", np.ascontiguousarray(w))])
+        if b is not None:
+            y = graph.op("Add", [y, graph.const("bias", np.ascontiguousarray(b))])
+        outputs.append(y)
+    return outputs
+
+
+def _grouped_matmul(
+    graph: _Graph, x: str, weight: np.ndarray, bias: np.ndarray | None = None
+) -> str:
+    """x @ block-diagonal weight (g, cin/g, cout/g) [+ bias]: (b, l, cin) -> (b, l, cout)."""
+    groups, cin_g, _ = weight.shape
+    parts = _split_channels(graph, x, groups, groups * cin_g)
+    return _concat_channels(graph, _matmuls_per_group(graph, parts, weight, bias))
+
+
+def _from_heads(graph: _Graph, y: str, channels: int) -> str:
+    """(b, heads, l, d) -> (b, l, c)."""
     shape = graph.const("shape", np.array([0, 0, channels], dtype=np.int64))
     return graph.op("Reshape", [graph.op("Transpose", [y], perm=[0, 2, 1, 3]), shape])
-
-
-def _grouped_matmul(graph: _Graph, x: str, weight: np.ndarray) -> str:
-    """x @ block-diagonal weight (g, cin/g, cout/g): (b, l, cin) -> (b, l, cout)."""
-    groups, cin_g, cout_g = weight.shape
-    if groups == 1:
-        return graph.op("MatMul", [x, graph.const("w", weight[0])])
-    grouped = graph.op(
-        "MatMul", [_to_groups(graph, x, groups, groups * cin_g), graph.const("w", weight)]
-    )
-    return _from_groups(graph, grouped, groups * cout_g)
 
 
 def _grouped_vecmat(vector: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -121,34 +153,33 @@ def _grouped_vecmat(vector: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return result
 
 
-def _add_layer_norm(
-    graph: _Graph,
-    y: str,
-    residual: str,
-    norm: Any,
-    *,
-    bias: np.ndarray | None = None,
-    beta_shift: np.ndarray | None = None,
-) -> str:
-    """LayerNorm(y [+ bias] + residual), beta optionally shifted (see `_layer`)."""
-    if bias is not None:
-        y = graph.op("Add", [y, graph.const("bias", bias)])
-    beta = _np(norm.bias) if beta_shift is None else _np(norm.bias) + beta_shift
+def _first_token(graph: _Graph, x: str, axis: int) -> str:
+    """x[..., 0:1, ...] along `axis`, keeping the axis."""
+    zero, one = (graph.const("index", np.array([i], dtype=np.int64)) for i in (0, 1))
+    return graph.op("Slice", [x, zero, one, graph.const("axes", np.array([axis], np.int64))])
+
+
+def _add_layer_norm(graph: _Graph, y: str, residual: str, norm: Any) -> str:
+    """LayerNorm(y + residual)."""
     return graph.op(
         "LayerNormalization",
         [
             graph.op("Add", [y, residual]),
             graph.const("gamma", _np(norm.weight)),
-            graph.const("beta", beta),
+            graph.const("beta", _np(norm.bias)),
         ],
         axis=-1,
         epsilon=float(norm.eps),
     )
 
 
-def _attention(graph: _Graph, x: str, attention: Any, mask_bias: str, channels: int) -> str:
+def _attention(
+    graph: _Graph, x: str, attention: Any, mask_bias: str, channels: int, *, first_only: bool
+) -> str:
     """softmax(q k^T / sqrt(d) + mask) v in (b, heads, l, d); returns (b, l, c) without
-    v's bias, which the caller folds into the post-attention bias."""
+    v's bias, which the caller folds into the post-attention bias. With `first_only`,
+    queries (and so the output) for the first token alone: the classifier reads nothing
+    else of the last layer."""
     heads = attention.num_attention_heads
     head_size = channels // heads
     scale = 1.0 / np.sqrt(head_size)
@@ -158,17 +189,16 @@ def _attention(graph: _Graph, x: str, attention: Any, mask_bias: str, channels: 
     q_bias = _np(attention.query.bias) * np.float32(scale)
     g = attention.query.groups
     if all(c.groups == g for c in convs) and heads % g == 0:
+        # One MatMul per group for q, k and v together; its columns [q | k | v] of the
+        # group's h/g heads. k's bias is dropped (softmax ignores a per-row shift) and v's
+        # moves into the post-attention bias, so only q's bias is left to add.
         weight = np.concatenate(weights, axis=2)
-        if g == 1:  # a 2D weight: onnxruntime pre-packs it, and (b, 1, l, c) is free
-            grouped = graph.op("Unsqueeze", [x, graph.const("axes", np.array([1], np.int64))])
-            qkv = graph.op("MatMul", [grouped, graph.const("w_qkv", weight[0])])
-        else:
-            qkv = graph.op(
-                "MatMul", [_to_groups(graph, x, g, channels), graph.const("w_qkv", weight)]
-            )
-        split = graph.const("shape", np.array([0, 0, 0, 3, heads // g, head_size], np.int64))
-        # (b, g, l, 3, h/g, d) -> (3, b, g, h/g, l, d) -> (3, b, h, l, d)
-        qkv = graph.op("Transpose", [graph.op("Reshape", [qkv, split])], perm=[3, 0, 1, 4, 2, 5])
+        zeros = np.zeros((g, 2 * channels // g), np.float32)
+        bias = np.concatenate([q_bias.reshape(g, -1), zeros], axis=1)
+        qkv = _grouped_matmul(graph, x, weight, bias)  # (b, l, [g, 3, h/g, d])
+        split = graph.const("shape", np.array([0, 0, g, 3, heads // g, head_size], np.int64))
+        # (b, l, g, 3, h/g, d) -> (3, b, g, h/g, l, d) -> (3, b, h, l, d)
+        qkv = graph.op("Transpose", [graph.op("Reshape", [qkv, split])], perm=[3, 0, 2, 4, 1, 5])
         merged = graph.const("shape", np.array([3, 0, heads, -1, head_size], dtype=np.int64))
         qkv = graph.op("Reshape", [qkv, merged])
         q, k, v = (
@@ -180,47 +210,46 @@ def _attention(graph: _Graph, x: str, attention: Any, mask_bias: str, channels: 
         q, k, v = (
             graph.op(
                 "Transpose",
-                [graph.op("Reshape", [_grouped_matmul(graph, x, w), to_heads])],
+                [graph.op("Reshape", [_grouped_matmul(graph, x, w, b), to_heads])],
                 perm=[0, 2, 1, 3],
             )
-            for w in weights
+            for w, b in zip(weights, (q_bias, None, None), strict=True)
         )
-    q = graph.op("Add", [q, graph.const("b_q", q_bias.reshape(heads, 1, head_size))])
+    if first_only:
+        q = _first_token(graph, q, axis=2)
     scores = graph.op("MatMul", [q, graph.op("Transpose", [k], perm=[0, 1, 3, 2])])
     probabilities = graph.op("Softmax", [graph.op("Add", [scores, mask_bias])], axis=-1)
-    return _from_groups(graph, graph.op("MatMul", [probabilities, v]), channels)
+    return _from_heads(graph, graph.op("MatMul", [probabilities, v]), channels)
 
 
-def _feed_forward(
-    graph: _Graph, x: str, intermediate: Any, output: Any, channels: int, *, input_shift: np.ndarray
-) -> str:
-    """GELU(x' W1 + b1 - shift W1) W2 where x' = x + shift; no output bias (folded)."""
+def _feed_forward(graph: _Graph, x: str, intermediate: Any, output: Any) -> str:
+    """GELU(x W1 + b1) W2 + b2; with equal grouping the groups stay apart in between
+    (output group i reads exactly the channels intermediate group i wrote)."""
     w1, w2 = _grouped_weight(intermediate), _grouped_weight(output)
-    b1 = _np(intermediate.bias) - _grouped_vecmat(input_shift, w1)
+    b1, b2 = _np(intermediate.bias), _np(output.bias)
     g = intermediate.groups
-    if g > 1 and output.groups == g:
-        hidden = graph.op("MatMul", [_to_groups(graph, x, g, channels), graph.const("w1", w1)])
-        hidden = graph.op("Add", [hidden, graph.const("b1", b1.reshape(g, 1, -1))])
-        hidden = graph.op("Gelu", [hidden], domain=MS_DOMAIN)
-        return _from_groups(graph, graph.op("MatMul", [hidden, graph.const("w2", w2)]), channels)
-    hidden = graph.op("Add", [_grouped_matmul(graph, x, w1), graph.const("b1", b1)])
-    return _grouped_matmul(graph, graph.op("Gelu", [hidden], domain=MS_DOMAIN), w2)
+    if output.groups == g:
+        parts = _split_channels(graph, x, g, w1.shape[0] * w1.shape[1])
+        hidden = [
+            graph.op("Gelu", [h], domain=MS_DOMAIN)
+            for h in _matmuls_per_group(graph, parts, w1, b1)
+        ]
+        return _concat_channels(graph, _matmuls_per_group(graph, hidden, w2, b2))
+    gelu = graph.op("Gelu", [_grouped_matmul(graph, x, w1, b1)], domain=MS_DOMAIN)
+    return _grouped_matmul(graph, gelu, w2, b2)
 
 
-def _layer(graph: _Graph, x: str, layer: Any, mask_bias: str, channels: int) -> str:
+def _layer(
+    graph: _Graph, x: str, layer: Any, mask_bias: str, channels: int, *, first_only: bool
+) -> str:
     post, out = layer.post_attention, layer.output
-    context = _attention(graph, x, layer.attention, mask_bias, channels)
+    context = _attention(graph, x, layer.attention, mask_bias, channels, first_only=first_only)
     w_post = _grouped_weight(post.conv1d)
     post_bias = _np(post.conv1d.bias) + _grouped_vecmat(_np(layer.attention.value.bias), w_post)
-    y = _grouped_matmul(graph, context, w_post)
-    # The output bias b2 joins the residual x1 before LayerNorm 2. Adding b2 to x1 through
-    # LayerNorm 1's beta removes that Add; the feed-forward block, which reads x1 too,
-    # subtracts b2 @ W1 from its own bias to compensate. Exact up to rounding.
-    output_bias = _np(out.conv1d.bias)
-    x1 = _add_layer_norm(graph, y, x, post.layernorm, bias=post_bias, beta_shift=output_bias)
-    y = _feed_forward(
-        graph, x1, layer.intermediate.conv1d, out.conv1d, channels, input_shift=output_bias
-    )
+    residual = _first_token(graph, x, axis=1) if first_only else x
+    y = _grouped_matmul(graph, context, w_post, post_bias)
+    x1 = _add_layer_norm(graph, y, residual, post.layernorm)
+    y = _feed_forward(graph, x1, layer.intermediate.conv1d, out.conv1d)
     return _add_layer_norm(graph, y, x1, out.layernorm)
 
 
@@ -274,8 +303,10 @@ def build_graph(hf_model: Any) -> Any:
     inverted = graph.op("Sub", [graph.const("one", np.array(1.0, dtype=np.float32)), as_float])
     mask = graph.op("Mul", [inverted, graph.const("neg", np.array(-10000.0, dtype=np.float32))])
     mask = graph.op("Unsqueeze", [mask, graph.const("axes", np.array([1, 2], dtype=np.int64))])
-    for layer in base.encoder.layers:
-        x = _layer(graph, x, layer, mask, channels)
+    layers = list(base.encoder.layers)
+    for index, layer in enumerate(layers):
+        # The pooler reads the first token only, so the last layer computes nothing else.
+        x = _layer(graph, x, layer, mask, channels, first_only=index == len(layers) - 1)
     first = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
     pooler, classifier = base.pooler.dense, hf_model.classifier
     pooled = graph.op(

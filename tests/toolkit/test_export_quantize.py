@@ -139,3 +139,110 @@ def test_smoothing_outlier_channels_brings_int8_closer_to_fp32(
     assert errors["smoothed"] < 0.5 * errors["plain"], errors
     quiet = graph()  # no outlier channel: nothing to smooth, the graph is left alone
     assert smooth_outlier_inputs(quiet, [{"x": rng.normal(size=x_shape).astype(np.float32)}]) == 0
+
+
+def _session(model: Any) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _feeds(batch: int, length: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    ids = rng.integers(5, 300, size=(batch, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[-1, length // 2 :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_biases_become_the_integer_gemms_own_with_the_same_logits(tmp_path: Path) -> None:
+    from edge_agent.toolkit.onnx_graph import HEAD_PREFIX
+    from edge_agent.toolkit.quantize import fold_bias_adds, quantize_matmul_weights
+
+    fp32 = onnx.load(str(export_onnx(_model(), tmp_path / "fp32.onnx")))
+    quantize_matmul_weights(fp32, skip_prefix=HEAD_PREFIX)
+    separate = onnx.ModelProto()
+    separate.CopyFrom(fp32)
+    adds_before = sum(node.op_type == "Add" for node in fp32.graph.node)
+    folded = fold_bias_adds(fp32)
+    # per layer: q/k/v of 4 groups, post-attention, 4 intermediate and 4 output groups
+    assert folded == 2 * (4 + 1 + 4 + 4)
+    assert sum(node.op_type == "Add" for node in fp32.graph.node) == adds_before - folded
+    with_bias = [node for node in fp32.graph.node if node.op_type == "DynamicQuantizeMatMul"]
+    assert all(len(node.input) == 5 for node in with_bias)
+    feeds = _feeds(3, 17)
+    np.testing.assert_allclose(
+        _session(fp32).run(["logits"], feeds)[0],
+        _session(separate).run(["logits"], feeds)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_int8_graph_takes_tanh_gelu_and_the_fp32_graph_stays_exact(tmp_path: Path) -> None:
+    model = _model()
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx")
+    exact = quantize_int8(fp32, tmp_path / "int8_erf.onnx", tanh_gelu=False)
+    ops = [node.op_type for node in onnx.load(str(int8)).graph.node]
+    assert "FastGelu" in ops and "Gelu" not in ops
+    assert "Gelu" in {node.op_type for node in onnx.load(str(fp32)).graph.node}
+    feeds = _feeds(3, 17)
+    tanh_logits, erf_logits = (onnx_logits(path, feeds) for path in (int8, exact))
+    reference = hf_logits(model, feeds)
+    # the tanh form moves INT8 logits far less than INT8 itself does
+    assert np.abs(tanh_logits - erf_logits).max() < 0.1 * np.abs(erf_logits - reference).max()
+
+
+def test_last_layer_runs_for_the_first_token_only(tmp_path: Path) -> None:
+    """The pooler reads token 0 alone, so the last layer's feed-forward sees one position:
+    its output shape says so, and the logits still match transformers at every length."""
+    import onnxruntime as ort
+
+    model = _model()
+    graph = onnx.load(str(export_onnx(model, tmp_path / "fp32.onnx")))
+    last_gelu = [node for node in graph.graph.node if node.op_type == "Gelu"][-1]
+    graph.graph.output.extend([onnx.helper.make_tensor_value_info(last_gelu.output[0], 1, None)])
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    for length in (1, 2, 17):
+        feeds = _feeds(2, length)
+        logits, hidden = session.run(["logits", last_gelu.output[0]], feeds)
+        assert hidden.shape[:2] == (2, 1)
+        assert np.abs(hf_logits(model, feeds) - logits).max() <= 1e-4
+
+
+def test_matmuls_reading_a_gelu_output_are_always_smoothed() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_agent.toolkit.quantize import smooth_outlier_inputs
+
+    rng = np.random.default_rng(4)
+    weight = rng.normal(size=(16, 8)).astype(np.float32)
+
+    def graph(first_op: str) -> Any:
+        domain = "com.microsoft" if first_op == "Gelu" else ""
+        return helper.make_model(
+            helper.make_graph(
+                [
+                    helper.make_node(first_op, ["x"], ["h"], name="act", domain=domain),
+                    helper.make_node("MatMul", ["h", "w"], ["y"], name="mm"),
+                ],
+                "act_matmul",
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 40, 16])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                [numpy_helper.from_array(weight, "w")],
+            ),
+            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        )
+
+    calibration = [{"x": rng.normal(size=(2, 40, 16)).astype(np.float32)} for _ in range(2)]
+    after_gelu, after_relu = graph("Gelu"), graph("Relu")
+    assert smooth_outlier_inputs(after_relu, calibration) == 0  # no outlier channel
+    assert smooth_outlier_inputs(after_gelu, calibration) == 1
+    test = {"x": rng.normal(size=(2, 40, 16)).astype(np.float32)}
+    np.testing.assert_allclose(
+        _session(after_gelu).run(["y"], test)[0],
+        _session(graph("Gelu")).run(["y"], test)[0],
+        rtol=1e-4,
+        atol=1e-5,
+    )
