@@ -20,6 +20,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="training sentences (.tsv/.txt): smooth MatMul inputs that have outlier channels",
     )
     parser.add_argument("--calibration-count", type=int, default=512)
+    parser.add_argument(
+        "--weights",
+        choices=("int8", "uint8"),
+        default="int8",
+        help="uint8 for x86 CPUs without VNNI, whose int8 kernel saturates (default int8)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -39,7 +45,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"edge-agent: cannot read inputs: {error}", file=sys.stderr)
         return 3
     calibration = calibration_feeds(tokenizer, calibration_texts, args.max_seq_len)
-    quantize_int8(args.fp32, args.out, calibration=calibration)
+    quantize_int8(
+        args.fp32, args.out, calibration=calibration, unsigned_weights=args.weights == "uint8"
+    )
     agreement = argmax_agreement(
         args.fp32, args.out, tokenizer, texts, max_seq_len=args.max_seq_len
     )

@@ -59,9 +59,15 @@ def calibration_feeds(
     ]
 
 
-def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", weight_max: int = 127) -> int:
+def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", unsigned: bool = False) -> int:
     """Replace every MatMul with a constant weight by a DynamicQuantizeMatMul whose INT8
     weight has one symmetric scale per output channel (per group for batched weights).
+
+    `unsigned` stores the same integers plus 128 as uint8 with zero point 128. onnxruntime's
+    x86 kernels for CPUs without VNNI (AVX2) multiply uint8 activations by int8 weights with
+    VPMADDUBSW, whose 16-bit pair sums saturate; uint8 weights take a kernel that does not
+    (about 20% slower there; ARM's kernels and VNNI's do not saturate). See
+    docs/benchmarks.md, INT8 fidelity.
 
     onnxruntime's `quantize_dynamic(per_channel=True)` writes scales that its own kernel
     rejects for batched (groups, cin/g, cout/g) weights; the kernel does accept scales
@@ -81,15 +87,18 @@ def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", weight_max: in
             continue
         weight_name = node.input[1]
         w = numpy_helper.to_array(weights[weight_name]).astype(np.float32)
-        scale = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / weight_max
+        scale = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / 127.0
         if w.ndim == 2:
             scale = scale[0]  # (cout,) for a 2D weight
-        quantized = np.clip(np.rint(w / scale), -weight_max, weight_max).astype(np.int8)
+        integers = np.clip(np.rint(w / scale), -127, 127)
+        offset = 128 if unsigned else 0
+        dtype = np.uint8 if unsigned else np.int8
+        quantized = (integers + offset).astype(dtype)
         base = f"{node.name}_q"
         graph.initializer.extend([
             numpy_helper.from_array(quantized, f"{base}_w"),
             numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"),
-            numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{base}_zero"),
+            numpy_helper.from_array(np.full(scale.shape, offset, dtype=dtype), f"{base}_zero"),
         ])  # fmt: skip
         nodes.append(helper.make_node(
             "DynamicQuantizeMatMul",
@@ -239,7 +248,7 @@ def quantize_int8(
     keep_head_fp32: bool = True,
     calibration: Sequence[dict[str, np.ndarray]] = (),
     tanh_gelu: bool = True,
-    weight_max: int = 127,
+    unsigned_weights: bool = False,
 ) -> Path:
     """Dynamic INT8: every MatMul's weights stored INT8 with per-output-channel scales,
     activations quantized at run time (no calibration data needed).
@@ -251,6 +260,8 @@ def quantize_int8(
     (encoded real texts), MatMuls whose inputs have outlier channels are smoothed first
     (`smooth_outlier_inputs`). Biases after MatMuls become the integer GEMMs' own
     (`fold_bias_adds`), and with `tanh_gelu` GELU takes its tanh form (`approximate_gelu`).
+    `unsigned_weights`: uint8 weights for fleets of x86 CPUs without VNNI (see
+    `quantize_matmul_weights`).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -260,7 +271,7 @@ def quantize_int8(
     model = onnx.load(str(fp32_path))
     skip = HEAD_PREFIX if keep_head_fp32 else ""
     smooth_outlier_inputs(model, calibration, skip_prefix=skip)
-    quantize_matmul_weights(model, skip_prefix=skip, weight_max=weight_max)
+    quantize_matmul_weights(model, skip_prefix=skip, unsigned=unsigned_weights)
     fold_bias_adds(model)
     if tanh_gelu:
         approximate_gelu(model)

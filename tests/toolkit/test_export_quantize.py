@@ -246,3 +246,29 @@ def test_matmuls_reading_a_gelu_output_are_always_smoothed() -> None:
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def test_unsigned_weights_compute_what_signed_weights_compute(tmp_path: Path) -> None:
+    """uint8 weights with zero point 128 are the same integers as the int8 ones; only the
+    CPU kernel differs (x86 without VNNI saturates on int8, not on uint8)."""
+    from onnx import numpy_helper
+
+    model = _model()
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx")
+    signed = quantize_int8(fp32, tmp_path / "s8.onnx")
+    unsigned = quantize_int8(fp32, tmp_path / "u8.onnx", unsigned_weights=True)
+    weights = {
+        init.name: numpy_helper.to_array(init)
+        for init in onnx.load(str(unsigned)).graph.initializer
+    }
+    u8_matmuls = [
+        n for n in onnx.load(str(unsigned)).graph.node if n.op_type == "DynamicQuantizeMatMul"
+    ]
+    assert u8_matmuls
+    for node in u8_matmuls:
+        assert weights[node.input[1]].dtype == np.uint8
+        assert (weights[node.input[3]] == 128).all()
+    feeds = _feeds(3, 17)
+    reference = hf_logits(model, feeds)
+    for path in (signed, unsigned):
+        assert np.abs(onnx_logits(path, feeds) - reference).max() < 0.1 * np.abs(reference).max()
