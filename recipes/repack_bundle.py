@@ -1,0 +1,192 @@
+"""Re-pack a shipped bundle in the current graph formulation, without its training checkpoint.
+
+    python recipes/repack_bundle.py sentiment [--bundle models/sentiment/1.1.0]
+
+Bundles up to sentiment/intent 1.1.0 were exported with the grouped layers as one batched
+MatMul per layer (toolkit before commit 02693c1). Their Hugging Face checkpoints were not
+kept, but the INT8 graph holds every weight: this script reads it back into a transformers
+SqueezeBertForSequenceClassification (dequantized INT8 weights, the exact bias folds and
+smoothing undone), saves that as the student checkpoint under --work, and runs the
+recipe's bundle stage on it (export, quantize, measure fp32 and INT8 on the held-out rows,
+pack as the task's current version). The weights are the shipped INT8 weights, so the
+re-packed model is the shipped model, in the per-group graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+REPO: Final = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _arrays(graph: Any) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+
+
+def _dequantized(node: Any, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """A DynamicQuantizeMatMul's weight as fp32 (x @ w), its smoothing Mul folded back in."""
+    weight = arrays[node.input[1]].astype(np.float32) * arrays[node.input[2]].astype(np.float32)
+    inverse = arrays.get(node.name.removesuffix("_q") + "_smooth_inv")
+    if inverse is not None:  # (x / s) @ (s W): fold 1/s back into the weight's rows
+        weight = weight * inverse.reshape(weight.shape[:-1])[..., None]
+    return weight
+
+
+def _conv_weight(grouped: np.ndarray) -> Any:
+    """(groups, cin/g, cout/g) for x @ w -> Conv1d weight (cout, cin/g, 1)."""
+    import torch
+
+    groups, cin_g, cout_g = grouped.shape
+    dense = grouped.transpose(0, 2, 1).reshape(groups * cout_g, cin_g)
+    return torch.from_numpy(np.ascontiguousarray(dense[..., None], dtype=np.float32))
+
+
+def _tensor(array: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+    """Initializers `prefix_N` in graph order (N is the builder's running count)."""
+    names = [name for name in arrays if name.startswith(prefix)]
+    return [arrays[name] for name in sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]))]
+
+
+def read_batched_graph(model_onnx: Path, labels: int) -> Any:
+    """transformers SqueezeBertForSequenceClassification computing what `model_onnx` (the
+    batched formulation, INT8) computes, up to its activation quantization.
+
+    The builder's exact folds are undone this way: q carried 1/sqrt(head size); k's bias was
+    dropped (softmax ignores it) and v's moved into the post-attention bias, so both are 0
+    here; the output bias lives in the first LayerNorm's beta with the intermediate bias
+    compensated, which is the same function with an output bias of 0; token type 0's
+    embedding is in the position table.
+    """
+    import onnx
+    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
+
+    graph = onnx.load(str(model_onnx)).graph
+    arrays = _arrays(graph)
+    nodes = list(graph.node)
+    matmuls = [n for n in nodes if n.op_type == "DynamicQuantizeMatMul"]
+    layer_matmuls = [n for n in matmuls if not n.name.startswith("head_")]
+    head = {n.name.split("_")[1]: n for n in matmuls if n.name.startswith("head_")}
+    norms = [n for n in nodes if n.op_type == "LayerNormalization"]
+    bias_after = {
+        n.input[0]: arrays[n.input[1]] for n in nodes if n.op_type == "Add" and n.input[1] in arrays
+    }
+    words = arrays["word_embeddings_1_quantized"].astype(np.float32)
+    words = (words - arrays["word_embeddings_1_zero_point"]) * arrays["word_embeddings_1_scale"]
+    positions = _numbered(arrays, "position_embeddings_")[0]
+    q_biases = _numbered(arrays, "b_q_")
+    first_qkv = arrays[layer_matmuls[0].input[1]]
+    groups, hidden = first_qkv.shape[0], words.shape[1]
+    heads = q_biases[0].shape[0]
+    root = np.float32(np.sqrt(hidden // heads))
+    config = SqueezeBertConfig(
+        vocab_size=words.shape[0], hidden_size=hidden, embedding_size=hidden,
+        num_hidden_layers=len(layer_matmuls) // 4, num_attention_heads=heads,
+        intermediate_size=arrays[layer_matmuls[2].input[1]].shape[2] * groups,
+        max_position_embeddings=positions.shape[0], num_labels=labels,
+        q_groups=groups, k_groups=groups, v_groups=groups, post_attention_groups=1,
+        intermediate_groups=groups, output_groups=groups,
+    )  # fmt: skip
+    model: Any = SqueezeBertForSequenceClassification(config)
+    state = model.state_dict()
+    embeddings = "transformer.embeddings."
+    state[embeddings + "word_embeddings.weight"] = _tensor(words)
+    state[embeddings + "position_embeddings.weight"] = _tensor(positions)
+    state[embeddings + "token_type_embeddings.weight"].zero_()
+
+    def norm(prefix: str, node: Any) -> None:
+        state[prefix + ".weight"] = _tensor(arrays[node.input[1]])
+        state[prefix + ".bias"] = _tensor(arrays[node.input[2]])
+
+    norm(embeddings + "LayerNorm", norms[0])
+    width = hidden // groups
+    for i in range(config.num_hidden_layers):
+        layer = f"transformer.encoder.layers.{i}."
+        qkv, post, intermediate, output = layer_matmuls[4 * i : 4 * i + 4]
+        w = _dequantized(qkv, arrays)
+        state[layer + "attention.query.weight"] = _conv_weight(w[:, :, :width] * root)
+        state[layer + "attention.key.weight"] = _conv_weight(w[:, :, width : 2 * width])
+        state[layer + "attention.value.weight"] = _conv_weight(w[:, :, 2 * width :])
+        state[layer + "attention.query.bias"] = _tensor(q_biases[i].reshape(-1) * root)
+        state[layer + "attention.key.bias"].zero_()
+        state[layer + "attention.value.bias"].zero_()
+        state[layer + "post_attention.conv1d.weight"] = _tensor(
+            _dequantized(post, arrays).T[..., None]
+        )
+        state[layer + "post_attention.conv1d.bias"] = _tensor(bias_after[post.output[0]])
+        norm(layer + "post_attention.layernorm", norms[1 + 2 * i])
+        state[layer + "intermediate.conv1d.weight"] = _conv_weight(
+            _dequantized(intermediate, arrays)
+        )
+        state[layer + "intermediate.conv1d.bias"] = _tensor(
+            bias_after[intermediate.output[0]].reshape(-1)
+        )
+        state[layer + "output.conv1d.weight"] = _conv_weight(_dequantized(output, arrays))
+        state[layer + "output.conv1d.bias"].zero_()
+        norm(layer + "output.layernorm", norms[2 + 2 * i])
+    for part, key in (("pool", "transformer.pooler.dense"), ("cls", "classifier")):
+        weight = (
+            _dequantized(head[part], arrays) if part in head else _numbered(arrays, f"w_{part}_")[0]
+        )
+        bias = _numbered(arrays, f"b_{part}_")[0]
+        state[key + ".weight"] = _tensor(weight.T)
+        state[key + ".bias"] = _tensor(bias)
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recipes import build_models
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=("sentiment", "intent"))
+    parser.add_argument("--bundle", type=Path, help="default: models/<model>/1.1.0")
+    parser.add_argument("--work", type=Path, help="default: runs/<model>-repack")
+    parser.add_argument("--datasets", help="datasets folder (default ../shared/datasets)")
+    parser.add_argument("--version", help="of the new bundle (default: the old one's patch + 1)")
+    args = parser.parse_args(argv)
+    bundle: Path = args.bundle or REPO / "models" / args.model / "1.1.0"
+    work: Path = args.work or REPO / "runs" / f"{args.model}-repack"
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    major, minor, patch = (int(part) for part in manifest["version"].split("."))
+    version = args.version or f"{major}.{minor}.{patch + 1}"
+    task = build_models.TASKS[args.model]
+    card = dict(task.card)
+    card["training_data"] = (
+        f"{manifest['card']['training_data']} {version} holds {manifest['version']}'s weights,"
+        " read back from its INT8 graph (recipes/repack_bundle.py) and exported in the"
+        " per-group graph."
+    )
+    # the bundle stage packs TASKS[model]: same recipe and data, this version and card
+    build_models.TASKS[args.model] = replace(task, version=version, card=card)
+    model = read_batched_graph(bundle / "model.onnx", len(manifest["labels"]))
+    model.config.id2label = dict(enumerate(manifest["labels"]))
+    model.config.label2id = {name: i for i, name in enumerate(manifest["labels"])}
+    student = work / "student"
+    student.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(student))
+    shutil.copyfile(bundle / "tokenizer.json", student / "tokenizer.json")
+    print(f"{bundle}: read back into {student}", flush=True)
+    forward = [args.model, "--stage", "bundle", "--work", str(work)]
+    return build_models.main(forward + (["--datasets", args.datasets] if args.datasets else []))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
