@@ -27,18 +27,13 @@ sys.path.insert(0, str(REPO))
 
 
 def unsigned_copy(int8: Path, out: Path) -> Path:
-    """`int8` with every DynamicQuantizeMatMul weight (and zero point) shifted into uint8."""
+    """`int8` with its int8 weights stored as uint8 (quantize.as_unsigned_weights)."""
     import onnx
-    from onnx import numpy_helper
+
+    from edge_agent.toolkit.quantize import as_unsigned_weights
 
     model = onnx.load(str(int8))
-    initializers = {init.name: init for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "DynamicQuantizeMatMul":
-            continue
-        for name in (node.input[1], node.input[3]):
-            value = numpy_helper.to_array(initializers[name]).astype(np.int16) + 128
-            initializers[name].CopyFrom(numpy_helper.from_array(value.astype(np.uint8), name))
+    as_unsigned_weights(model)
     onnx.save(model, str(out))
     return out
 

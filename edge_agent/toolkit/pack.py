@@ -15,7 +15,12 @@ Golden examples are predicted by running the staged bundle through `edge_agent.e
 confident texts are kept, spread over labels, because a confident prediction's score
 moves least between CPUs whose integer kernels round differently; for the same reason a
 text whose reject score (the manifest's `reject`) lies within GOLDEN_REJECT_MARGIN of the
-threshold is never a golden example.
+threshold is never a golden example. A text whose INT8 score moves by more than
+PORTABLE_GOLDEN_MARGIN when the same integers run in a kernel that cannot saturate is
+taken only when too few others are left: x86
+CPUs without VNNI saturate int8 sums where ARM and VNNI CPUs do not, and a golden
+recorded on one must reproduce on the other (intent 1.1.1's first goldens, packed on such
+an x86 machine, missed by 2.5e-3 on aarch64).
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ if TYPE_CHECKING:
 # In the reject score's units (a probability, or logits for energy). INT8 scores differ
 # between x86 and emulated ARM by under 1e-4 (deploy/check-arm64.sh); 100 times that is safe.
 GOLDEN_REJECT_MARGIN: Final = 0.01
+# A quarter of engine.GOLDEN_SCORE_TOLERANCE (1e-3): the rest is left for rounding that
+# differs between CPUs' kernels.
+PORTABLE_GOLDEN_MARGIN: Final = 2.5e-4
 
 
 def _fsync(path: Path) -> None:
@@ -76,26 +84,38 @@ def choose_golden(
     fp32_predictions: Sequence[Prediction] | None,
     count: int,
     near_reject_threshold: frozenset[int] = frozenset(),
+    *,
+    unsaturated: Sequence[Prediction] | None = None,
 ) -> tuple[GoldenExample, ...]:
     """Up to `count` confident examples, round-robin over labels (most confident label
     first), INT8 and fp32 agreeing, none of the texts whose index is in
-    `near_reject_threshold`."""
-    by_label: dict[str, list[tuple[float, int]]] = {}
+    `near_reject_threshold`. Given `unsaturated` (the INT8 graph's predictions with uint8
+    weights), texts whose label changes are left out and texts whose score moves by more
+    than PORTABLE_GOLDEN_MARGIN are taken only when too few others remain."""
+    portable: dict[str, list[tuple[float, int]]] = {}
+    moving: list[tuple[float, int]] = []  # (how far the score moves, index)
     for index, prediction in enumerate(predictions):
         fp32 = fp32_predictions[index] if fp32_predictions is not None else None
         if fp32 is not None and fp32.label != prediction.label:
             continue
         if index in near_reject_threshold:
             continue
+        twin = unsaturated[index] if unsaturated is not None else None
+        if twin is not None and twin.label != prediction.label:
+            continue
+        moved = 0.0 if twin is None else abs(twin.score - prediction.score)
+        if moved > PORTABLE_GOLDEN_MARGIN:
+            moving.append((moved, index))
+            continue
         margin = prediction.score - (
             prediction.top_k[1].score if len(prediction.top_k) > 1 else 0.0
         )
-        by_label.setdefault(prediction.label, []).append((margin, index))
+        portable.setdefault(prediction.label, []).append((margin, index))
     # Labels whose best example is the most confident come first: with many labels and few
     # goldens, an alphabetical round-robin picked labels with no confident example at all,
     # and a 0.58 score moved by 3e-3 between x86 and ARM (over the 1e-3 tolerance).
     queues = sorted(
-        (sorted(items, reverse=True) for _, items in sorted(by_label.items())),
+        (sorted(items, reverse=True) for _, items in sorted(portable.items())),
         key=lambda queue: -queue[0][0],
     )
     chosen: list[int] = []
@@ -103,6 +123,9 @@ def choose_golden(
         for queue in queues:
             if queue and len(chosen) < count:
                 chosen.append(queue.pop(0)[1])
+    # Short of portable texts (a barely trained model on a saturating CPU), the ones that
+    # move least: such a bundle reproduces its goldens on CPUs like the one that packed it.
+    chosen += [index for _, index in sorted(moving)[: count - len(chosen)]]
     golden = []
     for index in chosen:
         prediction = predictions[index]
@@ -188,7 +211,9 @@ def pack_bundle(
         runs = [_classify_one_by_one(c, texts) for c in classifiers]
         near = frozenset().union(*(near_threshold for _, near_threshold in runs))
         fp32 = runs[1][0] if fp32_model is not None else None
-        golden = choose_golden(texts, runs[0][0], fp32, golden_count, near)
+        twin = _unsaturated_twin(classifiers[0])
+        unsaturated = _classify_one_by_one(twin, texts)[0] if twin is not None else None
+        golden = choose_golden(texts, runs[0][0], fp32, golden_count, near, unsaturated=unsaturated)
         manifest = dataclasses.replace(manifest, golden=golden)
         write_manifest(staging, manifest)
     for path in staging.iterdir():
@@ -200,6 +225,26 @@ def pack_bundle(
     _fsync(final.parent)
     load_classifier(final, precision="auto", threads=1)  # the bundle must load as shipped
     return final
+
+
+def _unsaturated_twin(classifier: Classifier) -> Classifier | None:
+    """The classifier's INT8 graph with its int8 weights as uint8 (the same integers), for
+    the arithmetic of CPUs whose kernels do not saturate; None when it has no int8 weights."""
+    import onnx
+    import onnxruntime as ort
+
+    from edge_agent.engine import Classifier, session_options
+    from edge_agent.toolkit.quantize import as_unsigned_weights
+
+    model = onnx.load(str(classifier.bundle_dir / MODEL_FILE))
+    if not as_unsigned_weights(model):
+        return None
+    session = ort.InferenceSession(
+        model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"]
+    )
+    return Classifier(
+        classifier.manifest, classifier.tokenizer, session, "int8", classifier.bundle_dir
+    )
 
 
 def _classify_one_by_one(

@@ -113,6 +113,29 @@ def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", unsigned: bool
     return replaced
 
 
+def as_unsigned_weights(model: Any) -> int:
+    """Store every DynamicQuantizeMatMul's int8 weight (and zero point) as the same integers
+    plus 128 in uint8, in place: what `quantize_matmul_weights(unsigned=True)` writes. The
+    result computes the same numbers, by a kernel that never saturates on any CPU (see
+    `quantize_matmul_weights`). Returns how many weights changed."""
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "DynamicQuantizeMatMul" or node.input[1] not in initializers:
+            continue
+        names = [node.input[1]] + ([node.input[3]] if len(node.input) > 3 else [])
+        arrays = [numpy_helper.to_array(initializers[name]) for name in names]
+        if arrays[0].dtype != np.int8:
+            continue
+        for name, array in zip(names, arrays, strict=True):
+            shifted = (array.astype(np.int16) + 128).astype(np.uint8)
+            initializers[name].CopyFrom(numpy_helper.from_array(shifted, name))
+        changed += 1
+    return changed
+
+
 def approximate_gelu(model: Any) -> int:
     """Exact (erf) GELU -> its tanh form (com.microsoft FastGelu), about a third cheaper in
     onnxruntime's CPU kernels. The two differ by at most 4.7e-4 (at |x| = 2.7), a hundredth

@@ -36,3 +36,21 @@ def test_texts_near_the_reject_threshold_and_disagreements_are_never_golden() ->
     texts = ["set an alarm", "start a timer", "flip"]
     golden = choose_golden(texts, predictions, fp32, 3, near_reject_threshold=frozenset({0}))
     assert [g.text for g in golden] == ["start a timer"]
+
+
+def test_texts_whose_score_moves_without_saturation_come_last() -> None:
+    # `unsaturated`: the same INT8 integers in a kernel that cannot saturate (ARM, VNNI);
+    # a golden must reproduce there as well as on the x86 CPU that packed it.
+    predictions = [_prediction("alarm", 0.995), _prediction("timer", 0.99), _prediction("x", 0.9)]
+    unsaturated = [
+        _prediction("alarm", 0.9925),  # moved by 2.5e-3: would fail on ARM
+        _prediction("timer", 0.9901),  # moved by 1e-4: within rounding
+        _prediction("y", 0.9),  # another label
+    ]
+    texts = ["set an alarm", "start a timer", "flip"]
+    assert [
+        g.text for g in choose_golden(texts, predictions, None, 1, unsaturated=unsaturated)
+    ] == ["start a timer"]
+    # too few portable texts: the one that moves least fills up; a changed label never does
+    golden = choose_golden(texts, predictions, None, 3, unsaturated=unsaturated)
+    assert [g.text for g in golden] == ["start a timer", "set an alarm"]
