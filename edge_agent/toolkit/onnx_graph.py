@@ -93,8 +93,10 @@ def _grouped_weight(conv: Any) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(g, cout // g, cin_g).transpose(0, 2, 1))
 
 
-def _split_channels(graph: _Graph, x: str, groups: int, channels: int) -> list[str]:
-    """(b, l, c) -> `groups` tensors (b, l, c/g): one copy, like a Transpose would be."""
+def _split_channels(graph: _Graph, x: str, weight: np.ndarray) -> list[str]:
+    """(b, l, c) -> one (b, l, cin/g) tensor per group of `weight` (g, cin/g, cout/g): one
+    copy, like a Transpose would be."""
+    groups, cin_g, _ = weight.shape
     if groups == 1:
         return [x]
     from onnx import helper
@@ -102,7 +104,7 @@ def _split_channels(graph: _Graph, x: str, groups: int, channels: int) -> list[s
     parts = [graph.name("group") for _ in range(groups)]
     # Sizes spelled out: without them onnxruntime 1.32's common-subexpression pass merges two
     # Splits of one tensor into different numbers of parts (q and k groups 2 and 3).
-    sizes = graph.const("sizes", np.full(groups, channels // groups, dtype=np.int64))
+    sizes = graph.const("sizes", np.full(groups, cin_g, dtype=np.int64))
     graph.nodes.append(
         helper.make_node("Split", [x, sizes], parts, name=parts[0] + "_split", axis=-1)
     )
@@ -134,8 +136,7 @@ def _grouped_matmul(
     graph: _Graph, x: str, weight: np.ndarray, bias: np.ndarray | None = None
 ) -> str:
     """x @ block-diagonal weight (g, cin/g, cout/g) [+ bias]: (b, l, cin) -> (b, l, cout)."""
-    groups, cin_g, _ = weight.shape
-    parts = _split_channels(graph, x, groups, groups * cin_g)
+    parts = _split_channels(graph, x, weight)
     return _concat_channels(graph, _matmuls_per_group(graph, parts, weight, bias))
 
 
@@ -229,7 +230,7 @@ def _feed_forward(graph: _Graph, x: str, intermediate: Any, output: Any) -> str:
     b1, b2 = _np(intermediate.bias), _np(output.bias)
     g = intermediate.groups
     if output.groups == g:
-        parts = _split_channels(graph, x, g, w1.shape[0] * w1.shape[1])
+        parts = _split_channels(graph, x, w1)
         hidden = [
             graph.op("Gelu", [h], domain=MS_DOMAIN)
             for h in _matmuls_per_group(graph, parts, w1, b1)

@@ -59,15 +59,9 @@ def calibration_feeds(
     ]
 
 
-def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", unsigned: bool = False) -> int:
+def quantize_matmul_weights(model: Any, *, skip_prefix: str = "") -> int:
     """Replace every MatMul with a constant weight by a DynamicQuantizeMatMul whose INT8
     weight has one symmetric scale per output channel (per group for batched weights).
-
-    `unsigned` stores the same integers plus 128 as uint8 with zero point 128. onnxruntime's
-    x86 kernels for CPUs without VNNI (AVX2) multiply uint8 activations by int8 weights with
-    VPMADDUBSW, whose 16-bit pair sums saturate; uint8 weights take a kernel that does not
-    (about 20% slower there; ARM's kernels and VNNI's do not saturate). See
-    docs/benchmarks.md, INT8 fidelity.
 
     onnxruntime's `quantize_dynamic(per_channel=True)` writes scales that its own kernel
     rejects for batched (groups, cin/g, cout/g) weights; the kernel does accept scales
@@ -90,15 +84,12 @@ def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", unsigned: bool
         scale = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / 127.0
         if w.ndim == 2:
             scale = scale[0]  # (cout,) for a 2D weight
-        integers = np.clip(np.rint(w / scale), -127, 127)
-        offset = 128 if unsigned else 0
-        dtype = np.uint8 if unsigned else np.int8
-        quantized = (integers + offset).astype(dtype)
+        quantized = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
         base = f"{node.name}_q"
         graph.initializer.extend([
             numpy_helper.from_array(quantized, f"{base}_w"),
             numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"),
-            numpy_helper.from_array(np.full(scale.shape, offset, dtype=dtype), f"{base}_zero"),
+            numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{base}_zero"),
         ])  # fmt: skip
         nodes.append(helper.make_node(
             "DynamicQuantizeMatMul",
@@ -115,9 +106,11 @@ def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", unsigned: bool
 
 def as_unsigned_weights(model: Any) -> int:
     """Store every DynamicQuantizeMatMul's int8 weight (and zero point) as the same integers
-    plus 128 in uint8, in place: what `quantize_matmul_weights(unsigned=True)` writes. The
-    result computes the same numbers, by a kernel that never saturates on any CPU (see
-    `quantize_matmul_weights`). Returns how many weights changed."""
+    plus 128 in uint8, in place. onnxruntime's x86 kernels for CPUs without VNNI (AVX2)
+    multiply uint8 activations by int8 weights with VPMADDUBSW, whose 16-bit pair sums
+    saturate; uint8 weights take a kernel that does not (about 20% slower there; ARM's
+    kernels and VNNI's do not saturate). The numbers computed are the same. See
+    docs/benchmarks.md, INT8 fidelity. Returns how many weights changed."""
     from onnx import numpy_helper
 
     initializers = {init.name: init for init in model.graph.initializer}
@@ -284,7 +277,7 @@ def quantize_int8(
     (`smooth_outlier_inputs`). Biases after MatMuls become the integer GEMMs' own
     (`fold_bias_adds`), and with `tanh_gelu` GELU takes its tanh form (`approximate_gelu`).
     `unsigned_weights`: uint8 weights for fleets of x86 CPUs without VNNI (see
-    `quantize_matmul_weights`).
+    `as_unsigned_weights`).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -294,8 +287,10 @@ def quantize_int8(
     model = onnx.load(str(fp32_path))
     skip = HEAD_PREFIX if keep_head_fp32 else ""
     smooth_outlier_inputs(model, calibration, skip_prefix=skip)
-    quantize_matmul_weights(model, skip_prefix=skip, unsigned=unsigned_weights)
+    quantize_matmul_weights(model, skip_prefix=skip)
     fold_bias_adds(model)
+    if unsigned_weights:
+        as_unsigned_weights(model)
     if tanh_gelu:
         approximate_gelu(model)
     int8_path = Path(int8_path)
