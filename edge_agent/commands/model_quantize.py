@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_agent.toolkit.quantize import WEIGHT_FORMATS
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fp32", type=Path, help="fp32 .onnx from `model export`")
@@ -22,9 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-count", type=int, default=512)
     parser.add_argument(
         "--weights",
-        choices=("int8", "uint8"),
-        default="int8",
-        help="uint8 for x86 CPUs without VNNI, whose int8 kernel saturates (default int8)",
+        choices=WEIGHT_FORMATS,
+        default="int7",
+        help="int7: the same integers on every CPU (default); int8: one bit finer on ARM and"
+        " VNNI, saturates on x86 without VNNI; uint8: int8 without saturation, slower there",
     )
 
 
@@ -45,9 +48,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"edge-agent: cannot read inputs: {error}", file=sys.stderr)
         return 3
     calibration = calibration_feeds(tokenizer, calibration_texts, args.max_seq_len)
-    quantize_int8(
-        args.fp32, args.out, calibration=calibration, unsigned_weights=args.weights == "uint8"
-    )
+    quantize_int8(args.fp32, args.out, calibration=calibration, weights=args.weights)
     agreement = argmax_agreement(
         args.fp32, args.out, tokenizer, texts, max_seq_len=args.max_seq_len
     )

@@ -17,10 +17,11 @@ moves least between CPUs whose integer kernels round differently; for the same r
 text whose reject score (the manifest's `reject`) lies within GOLDEN_REJECT_MARGIN of the
 threshold is never a golden example. A text whose INT8 score moves by more than
 PORTABLE_GOLDEN_MARGIN when the same integers run in a kernel that cannot saturate is
-taken only when too few others are left: x86 CPUs without VNNI saturate int8 sums where
-ARM and VNNI CPUs do not, and a golden recorded on one must reproduce on the other
-(intent 1.1.1's first goldens, packed on such an x86 machine, missed by 2.5e-3 on
-aarch64).
+taken only when too few others are left: with full-range int8 weights (`model quantize
+--weights int8`) x86 CPUs without VNNI saturate int8 sums where ARM and VNNI CPUs do not,
+and a golden recorded on one must reproduce on the other (a re-pack of intent with int8
+weights, packed on such an x86 machine, missed by 2.5e-3 on aarch64). With the default
+int7 weights nothing saturates and every text passes this test.
 """
 
 from __future__ import annotations
