@@ -1,6 +1,11 @@
 """Re-pack a shipped bundle in the current graph formulation, without its training checkpoint.
 
-    python recipes/repack_bundle.py sentiment [--bundle models/sentiment/1.1.0]
+    git archive ef67550 models/sentiment/1.1.0 | tar -x -C /tmp   # 1.1.0 from history
+    python recipes/repack_bundle.py sentiment --bundle /tmp/models/sentiment/1.1.0 \
+        --work runs/sentiment-int7 --version 1.1.2
+
+(intent likewise: `models/intent/1.1.0`, `--version 1.1.1`; that is how both shipped
+bundles were made.)
 
 Bundles up to sentiment/intent 1.1.0 were exported with the grouped layers as one batched
 MatMul per layer (toolkit before commit 02693c1). Their Hugging Face checkpoints were not
@@ -157,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=("sentiment", "intent"))
-    parser.add_argument("--bundle", type=Path, help="default: models/<model>/1.1.0")
+    parser.add_argument(
+        "--bundle", type=Path, required=True, help="a 1.1.0 bundle (batched-MatMul graph)"
+    )
     parser.add_argument("--work", type=Path, help="default: runs/<model>-repack")
     parser.add_argument("--datasets", help="datasets folder (default ../shared/datasets)")
     parser.add_argument("--version", help="of the new bundle (default: the old one's patch + 1)")
     args = parser.parse_args(argv)
-    bundle: Path = args.bundle or REPO / "models" / args.model / "1.1.0"
+    bundle: Path = args.bundle
     work: Path = args.work or REPO / "runs" / f"{args.model}-repack"
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     major, minor, patch = (int(part) for part in manifest["version"].split("."))

