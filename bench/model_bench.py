@@ -210,6 +210,15 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def _round_ratio(other: list[float], ours: list[float]) -> str:
+    """Median over rounds of other/ours measured in the same round, and the quartiles."""
+    ratios = [o / u for o, u in zip(other, ours, strict=True)]
+    if len(ratios) < 4:
+        return f"{statistics.median(ratios):.2f}x"
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f"{statistics.median(ratios):.2f}x ({low:.2f}-{high:.2f})"
+
+
 def render(times: dict[str, dict[tuple[int, int], list[float]]], threads: int, rounds: int) -> str:
     med = {n: {s: statistics.median(v) * 1e3 for s, v in by.items()} for n, by in times.items()}
     ceiling = {s: med["bert-base int8"][s] * flop_ratio(s[1]) for s in SHAPES}
@@ -224,17 +233,18 @@ def render(times: dict[str, dict[tuple[int, int], list[float]]], threads: int, r
     ]
     for name, by_shape in rows:
         lines.append(f"| {name} | " + " | ".join(f"{by_shape[s]:.2f}" for s in SHAPES) + " |")
-    ours = med["ours int8"]
     lines += [
+        "",
+        "Ratios: median over rounds of each round's own ratio (the two timed seconds apart, so"
+        " a slow spell on a shared host hits both), with the interquartile range over rounds.",
         "",
         "| ours int8 is faster than ... by | " + " | ".join(f"b{b} s{s}" for b, s in SHAPES) + " |",
         "|" + "---|" * (len(SHAPES) + 1),
     ]
     for name in med:
         if name != "ours int8":
-            lines.append(
-                f"| {name} | " + " | ".join(f"{med[name][s] / ours[s]:.2f}x" for s in SHAPES) + " |"
-            )
+            cells = [_round_ratio(times[name][s], times["ours int8"][s]) for s in SHAPES]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(
         "| FLOP ceiling vs bert-base int8 | "
         + " | ".join(f"{1 / flop_ratio(s[1]):.2f}x" for s in SHAPES)
