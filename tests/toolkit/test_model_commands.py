@@ -29,7 +29,7 @@ def test_export_quantize_pack_inspect_bench(
     assert match is not None and float(match[1]) <= 1e-4
 
     tokenizer = checkpoint / "tokenizer.json"
-    code, out, _ = _run(
+    code, out, err = _run(
         [
             "model",
             "quantize",
@@ -47,6 +47,15 @@ def test_export_quantize_pack_inspect_bench(
     )
     assert code == 0
     assert re.search(r"INT8 argmax agrees with fp32 on \d+\.\d% of 14 sentences", out)
+    assert "--calibration" not in err  # calibrated: no hint
+
+    uncalibrated = [
+        "model", "quantize", str(fp32), "-o", str(tmp_path / "plain.onnx"),
+        "--tokenizer", str(tokenizer), "--texts", str(texts_file), "--weights", "int8",
+    ]  # fmt: skip
+    code, out, err = _run(uncalibrated, capsys)
+    assert code == 0 and "agrees with fp32" in out
+    assert "no --calibration texts" in err
 
     pack = ["model", "pack", "--models-dir", str(models), "--name", "sentiment",
             "--version", "0.1.0", "--labels", "negative,positive", "--max-seq-len", "32",
