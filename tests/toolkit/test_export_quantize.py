@@ -188,17 +188,18 @@ def test_biases_become_the_integer_gemms_own_with_the_same_logits(tmp_path: Path
 def test_int8_graph_takes_tanh_gelu_and_the_fp32_graph_stays_exact(tmp_path: Path) -> None:
     model = _model()
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
-    int8 = quantize_int8(fp32, tmp_path / "int8.onnx")
-    exact = quantize_int8(fp32, tmp_path / "int8_erf.onnx", tanh_gelu=False)
+    # full-range weights, where the GELU form acts on the finest INT8 steps; with int7
+    # weights its rounding flips measured 0.37x INT8's own error on this model, not < 0.1x
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", weights="int8")
+    exact = quantize_int8(fp32, tmp_path / "int8_erf.onnx", tanh_gelu=False, weights="int8")
     ops = [node.op_type for node in onnx.load(str(int8)).graph.node]
     assert "FastGelu" in ops and "Gelu" not in ops
     assert "Gelu" in {node.op_type for node in onnx.load(str(fp32)).graph.node}
     feeds = _feeds(3, 17)
     tanh_logits, erf_logits = (onnx_logits(path, feeds) for path in (int8, exact))
     reference = hf_logits(model, feeds)
-    # the tanh form moves INT8 logits well under what INT8 itself does: its 4.7e-4 acts only
-    # by flipping a rounding here and there in the activations quantized after it
-    assert np.abs(tanh_logits - erf_logits).max() < 0.5 * np.abs(erf_logits - reference).max()
+    # the tanh form moves INT8 logits far less than INT8 itself does
+    assert np.abs(tanh_logits - erf_logits).max() < 0.1 * np.abs(erf_logits - reference).max()
 
 
 def test_last_layer_runs_for_the_first_token_only(tmp_path: Path) -> None:
