@@ -30,11 +30,13 @@ ALWAYS_SMOOTHED_AFTER: Final = frozenset({"Gelu", "FastGelu"})
 #   int7  int8 storage, values in [-64, 64]: the same integers on every CPU (default);
 #   int8  the full [-127, 127]: one bit finer, but saturates on x86 without VNNI;
 #   uint8 int8's integers plus 128: does not saturate, about 20% slower on x86 without VNNI.
-WEIGHT_FORMATS: Final = ("int7", "int8", "uint8")
 # onnxruntime's x86 kernel for CPUs without VNNI (AVX2) multiplies uint8 activations by int8
 # weights with VPMADDUBSW, which adds products in pairs into saturating 16-bit sums: with
 # |w| <= 64, 2 * 255 * 64 = 32,640 always fits. This is quantize_dynamic's reduce_range.
 INT7_WEIGHT_MAX: Final = 64
+INT8_WEIGHT_MAX: Final = 127
+_WEIGHT_MAX: Final = {"int7": INT7_WEIGHT_MAX, "int8": INT8_WEIGHT_MAX, "uint8": INT8_WEIGHT_MAX}
+WEIGHT_FORMATS: Final = tuple(_WEIGHT_MAX)
 
 
 def _is_weight_matmul(node: Any, weights: dict[str, Any], skip_prefix: str) -> bool:
@@ -68,7 +70,9 @@ def calibration_feeds(
     ]
 
 
-def quantize_matmul_weights(model: Any, *, skip_prefix: str = "", weight_max: int = 127) -> int:
+def quantize_matmul_weights(
+    model: Any, *, skip_prefix: str = "", weight_max: int = INT8_WEIGHT_MAX
+) -> int:
     """Replace every MatMul with a constant weight by a DynamicQuantizeMatMul whose INT8
     weight has one symmetric scale per output channel (per group for batched weights),
     its values in [-weight_max, weight_max].
@@ -301,8 +305,7 @@ def quantize_int8(
     model = onnx.load(str(fp32_path))
     skip = HEAD_PREFIX if keep_head_fp32 else ""
     smooth_outlier_inputs(model, calibration, skip_prefix=skip)
-    weight_max = INT7_WEIGHT_MAX if weights == "int7" else 127
-    quantize_matmul_weights(model, skip_prefix=skip, weight_max=weight_max)
+    quantize_matmul_weights(model, skip_prefix=skip, weight_max=_WEIGHT_MAX[weights])
     fold_bias_adds(model)
     if weights == "uint8":
         as_unsigned_weights(model)
