@@ -98,9 +98,9 @@ def build_random_checkpoint(folder: Path, seed: int = 0) -> Path:
 
 
 def build_bundle(checkpoint: Path, models_dir: Path, texts: Sequence[str]) -> Path:
-    from edge_agent.toolkit.export import export_onnx, load_checkpoint_tokenizer
-    from edge_agent.toolkit.pack import pack_bundle
-    from edge_agent.toolkit.quantize import quantize_int8
+    from edge_agent.toolkit.export.pack import pack_bundle
+    from edge_agent.toolkit.export.quantize import quantize_int8
+    from edge_agent.toolkit.export.to_onnx import export_onnx, load_checkpoint_tokenizer
 
     existing = models_dir / "sentiment" / "0.0.1"
     if existing.is_dir():
@@ -134,7 +134,7 @@ def prepare_bundle(bundle: Path | None, work: Path, texts: Sequence[str]) -> tup
     if bundle is not None:
         return bundle.resolve(), f"bundle {bundle}"
     if shipped.is_dir():
-        from edge_agent.bundle import resolve_bundle
+        from edge_agent.bundle.manifest import resolve_bundle
 
         return resolve_bundle(REPO / "models", "sentiment"), "shipped model"
     log("no shipped model: a random-weight SqueezeBERT of the shipped shape (built once)")
@@ -337,7 +337,7 @@ def model_only(
     bundle: Path, texts: Sequence[str], batch: int, seconds: float
 ) -> tuple[float, float]:
     """(messages/s in batches of `batch`, median single-message latency in ms)."""
-    from edge_agent.engine import load_classifier
+    from edge_agent.engine.classifier import load_classifier
 
     classifier = load_classifier(bundle)
     done, started, index = 0, time.monotonic(), 0
@@ -411,7 +411,7 @@ def main() -> int:
             return subprocess.Popen(command, env={**env, **extra}, stdout=out, stderr=out)
 
     try:
-        from edge_agent.config import load_config
+        from edge_agent.config.settings import load_config
 
         batching = load_config(config).batching
         log(f"model-only at max_batch {batching.max_batch}")

@@ -85,7 +85,7 @@ def train_head(model: Any, tokenizer: Any, texts: list[str], labels: np.ndarray)
     """Logistic regression on the fp32 pooled output; written into model.classifier."""
     import torch
 
-    from edge_agent.toolkit.export import encode
+    from edge_agent.toolkit.export.to_onnx import encode
 
     features = []
     for start in range(0, len(texts), 64):
@@ -111,7 +111,7 @@ def fine_tune(model: Any, tokenizer: Any, texts: list[str], labels: np.ndarray, 
     """A short full fine-tune (AdamW, batch 32, 64 tokens): margins like a real model's."""
     import torch
 
-    from edge_agent.toolkit.export import encode
+    from edge_agent.toolkit.export.to_onnx import encode
 
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
@@ -135,10 +135,10 @@ def fine_tune(model: Any, tokenizer: Any, texts: list[str], labels: np.ndarray, 
 def main() -> int:
     import onnxruntime as ort
 
-    from edge_agent.engine import session_options
-    from edge_agent.toolkit.export import encode, export_onnx, max_logit_difference
-    from edge_agent.toolkit.quantize import argmax_agreement, quantize_int8
-    from edge_agent.toolkit.texts import default_texts_path
+    from edge_agent.engine.classifier import session_options
+    from edge_agent.toolkit.export.quantize import argmax_agreement, quantize_int8
+    from edge_agent.toolkit.export.texts import default_texts_path
+    from edge_agent.toolkit.export.to_onnx import encode, export_onnx, max_logit_difference
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=2000)

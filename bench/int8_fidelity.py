@@ -32,7 +32,7 @@ def unsigned_copy(int8: Path, out: Path) -> Path:
     """`int8` with its int8 weights stored as uint8 (quantize.as_unsigned_weights)."""
     import onnx
 
-    from edge_agent.toolkit.quantize import as_unsigned_weights
+    from edge_agent.toolkit.export.quantize import as_unsigned_weights
 
     model = onnx.load(str(int8))
     as_unsigned_weights(model)
@@ -44,8 +44,8 @@ def main() -> int:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from edge_agent.engine import session_options
-    from edge_agent.toolkit.export import encode
+    from edge_agent.engine.classifier import session_options
+    from edge_agent.toolkit.export.to_onnx import encode
     from recipes.build_models import SEED
     from recipes.tasks import load_sst2
 

@@ -52,8 +52,8 @@ def build_models(work: Path, seed: int) -> dict[str, Path]:
     import torch
     from transformers import BertForSequenceClassification, SqueezeBertForSequenceClassification
 
-    from edge_agent.toolkit.export import export_onnx, export_torch_module
-    from edge_agent.toolkit.quantize import quantize_int8
+    from edge_agent.toolkit.export.quantize import quantize_int8
+    from edge_agent.toolkit.export.to_onnx import export_onnx, export_torch_module
 
     work.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -115,7 +115,7 @@ def _quantize_obviously(fp32: Path, int8: Path) -> None:
 def ort_runner(path: Path, threads: int) -> Runner:
     import onnxruntime as ort
 
-    from edge_agent.engine import session_options
+    from edge_agent.engine.classifier import session_options
 
     session = ort.InferenceSession(
         str(path), session_options(threads), providers=["CPUExecutionProvider"]

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_agent.bundle.keys import Keyring, Signer, generate_keypair
 from edge_agent.mqtt.operator import BrokerAddress, publish_messages
-from edge_agent.ota import OtaReceiver, OtaSettings
-from edge_agent.ota_manifest import Target
-from edge_agent.ota_push import build_update, read_bundle_files
-from edge_agent.signing import Keyring, Signer, generate_keypair
+from edge_agent.ota.manifest import Target
+from edge_agent.ota.push import build_update, read_bundle_files
+from edge_agent.ota.receiver import OtaReceiver, OtaSettings
 from tests.ota.bundles import manifest_json, tokenizer_json, write_bundle
 from tests.ota.mqtt_harness import DeviceLink, running_mosquitto
 

@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent.bundle.keys import Signer, generate_keypair, sign_bundle
 from edge_agent.mqtt.operator import BrokerAddress, publish_messages
-from edge_agent.ota_manifest import Target
-from edge_agent.ota_push import build_update, read_bundle_files
-from edge_agent.signing import Signer, generate_keypair, sign_bundle
+from edge_agent.ota.manifest import Target
+from edge_agent.ota.push import build_update, read_bundle_files
 from tests.support.agent_process import AgentProcess, write_config
 from tests.support.broker import Broker
 from tests.support.mqtt_client import Received, TestClient
@@ -49,9 +49,9 @@ def build_bundle(version: str, seed: int) -> Path:
     import torch
     from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-    from edge_agent.toolkit.export import export_onnx
-    from edge_agent.toolkit.pack import pack_bundle
-    from edge_agent.toolkit.quantize import quantize_int8
+    from edge_agent.toolkit.export.pack import pack_bundle
+    from edge_agent.toolkit.export.quantize import quantize_int8
+    from edge_agent.toolkit.export.to_onnx import export_onnx
 
     config = SqueezeBertConfig(
         vocab_size=30522,

@@ -101,7 +101,7 @@ cat > "$HOST_STAGE/golden.py" <<'EOF'
 load_classifier itself checks the goldens against the manifest (labels, scores within 1e-3)."""
 import json, sys
 from pathlib import Path
-from edge_agent.engine import load_classifier
+from edge_agent.engine.classifier import load_classifier
 
 out = {}
 for manifest in sorted(Path(sys.argv[1]).glob("*/*/manifest.json")):

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edge_agent.bundle import Reject  # noqa: E402
+from edge_agent.bundle.manifest import Reject  # noqa: E402
 from recipes.tasks import (  # noqa: E402
     INTENT_REJECT_SCORE,
     OOS,
@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     from tokenizers import Tokenizer
     from transformers import BertForSequenceClassification
 
-    from edge_agent.toolkit.distil import RecipeOptions, run_recipe, save_checkpoint
-    from edge_agent.toolkit.minilm import load_minilm_bert, minilm_dir
-    from edge_agent.toolkit.train import fit, jsonl_logger
+    from edge_agent.toolkit.train.distil import RecipeOptions, run_recipe, save_checkpoint
+    from edge_agent.toolkit.train.fit import fit, jsonl_logger
+    from edge_agent.toolkit.train.minilm import load_minilm_bert, minilm_dir
 
     torch.set_num_threads(args.threads)
     task = TASKS[args.model]
@@ -148,7 +148,7 @@ def _bundle(
     """Export the saved student, measure fp32 and INT8 graphs on the same rows, pack INT8."""
     from tokenizers import Tokenizer
 
-    from edge_agent.toolkit.train_bundle import (
+    from edge_agent.toolkit.train.bundle import (
         QUANTIZE_CALIBRATION_ROWS,
         bundle_size,
         deploy_checkpoint,
@@ -156,8 +156,8 @@ def _bundle(
         measure_graphs,
         pack_int8_bundle,
     )
-    from edge_agent.toolkit.train_data import calibration_sample
-    from edge_agent.toolkit.train_metrics import format_report
+    from edge_agent.toolkit.train.data import calibration_sample
+    from edge_agent.toolkit.train.metrics import format_report
 
     t0 = time.monotonic()
     checkpoint = deploy_checkpoint(work / "student", work, data.max_seq_len)

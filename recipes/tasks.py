@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from edge_agent.out_of_scope import SCORE_KINDS, in_scope_scores, rejected
-from edge_agent.toolkit.augment import recombined_texts
-from edge_agent.toolkit.distil import RecipeOptions, label_targets
-from edge_agent.toolkit.train import Encoded, FitOptions
-from edge_agent.toolkit.train_data import LabelledTexts, encode_texts, read_labelled, split_indices
+from edge_agent.engine.out_of_scope import SCORE_KINDS, in_scope_scores, rejected
+from edge_agent.toolkit.train.augment import recombined_texts
+from edge_agent.toolkit.train.data import LabelledTexts, encode_texts, read_labelled, split_indices
+from edge_agent.toolkit.train.distil import RecipeOptions, label_targets
+from edge_agent.toolkit.train.fit import Encoded, FitOptions
 
 SST2_LABELS: Final = ("negative", "positive")
 
@@ -141,7 +141,7 @@ SENTIMENT: Final = Task(
 )
 
 OOS: Final = "oos"
-# The out-of-scope rule (edge_agent/out_of_scope.py): energy, and a threshold that rejects
+# The out-of-scope rule (edge_agent/engine/out_of_scope.py): energy, and a threshold that rejects
 # 1.5% of the tuning split's in-scope queries. Measured on CLINC150 validation with the
 # shipped student: energy catches 70% of out-of-scope queries where the top probability
 # catches 58% at the same budget (docs/models.md). A fixed budget rather than an accuracy
@@ -237,7 +237,7 @@ def choose_threshold(logits: Any, targets: Any, labels: tuple[str, ...], score: 
 
 
 def intent_figures(student: Any, data: TaskData) -> dict[str, Any]:
-    from edge_agent.toolkit.train import predict_logits
+    from edge_agent.toolkit.train.fit import predict_logits
 
     tune = predict_logits(student, data.validation.ids)
     val = predict_logits(student, data.held_out.ids)

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from edge_agent.cli import STARTUP_FAILURE
-from edge_agent.config import ConfigError, effective_config, load_config
+from edge_agent.config.settings import ConfigError, effective_config, load_config
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from edge_agent import log as logging_setup
-from edge_agent import messages
 from edge_agent.cli import STARTUP_FAILURE
+from edge_agent.pipeline import messages
+from edge_agent.telemetry import logs as logging_setup
 
 CHUNK: Final = 16  # texts per classify call when reading a stream
 
@@ -34,8 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # onnxruntime loads only when a model is really used, not for --help.
-    from edge_agent.bundle import BundleError, resolve_bundle
-    from edge_agent.engine import load_classifier
+    from edge_agent.bundle.manifest import BundleError, resolve_bundle
+    from edge_agent.engine.classifier import load_classifier
 
     # stdout carries only results; the engine's log lines go to stderr.
     logging_setup.configure("auto", "warning", stream=sys.stderr)

@@ -20,14 +20,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge_agent.toolkit.export import (
+    from edge_agent.toolkit.export.texts import default_texts_path, read_texts
+    from edge_agent.toolkit.export.to_onnx import (
         EXPORT_TOLERANCE,
         export_onnx,
         load_checkpoint_tokenizer,
         load_hf_classifier,
         max_logit_difference,
     )
-    from edge_agent.toolkit.texts import default_texts_path, read_texts
 
     try:
         model = load_hf_classifier(args.checkpoint)

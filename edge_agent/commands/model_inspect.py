@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(manifest: object) -> list[str]:
-    from edge_agent.bundle import Manifest
+    from edge_agent.bundle.manifest import Manifest
 
     assert isinstance(manifest, Manifest)
     lines = [
@@ -42,7 +42,7 @@ def describe(manifest: object) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge_agent.bundle import (
+    from edge_agent.bundle.manifest import (
         MANIFEST_FILE,
         BundleError,
         load_manifest,
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
         verify_files(bundle, manifest)
         print("files: ok (sizes and sha256 match)", file=sys.stderr)
         if args.load:
-            from edge_agent.engine import load_classifier
+            from edge_agent.engine.classifier import load_classifier
 
             classifier = load_classifier(bundle, threads=args.threads)
             print(f"load: ok (golden examples reproduced; runs {classifier.precision})")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.signing import KeyFileError, generate_keypair
+from edge_agent.bundle.keys import KeyFileError, generate_keypair
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

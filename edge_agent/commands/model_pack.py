@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.out_of_scope import SCORE_KINDS
+from edge_agent.engine.out_of_scope import SCORE_KINDS
 
 
 def _key_value(text: str) -> tuple[str, float]:
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=SCORE_KINDS,
         default="probability",
         help="what --reject compares: the top probability, or the energy (log-sum-exp of the"
-        " other labels' logits, edge_agent/out_of_scope.py)",
+        " other labels' logits, edge_agent/engine/out_of_scope.py)",
     )
     parser.add_argument("--intended-use", default="")
     parser.add_argument("--training-data", default="")
@@ -49,9 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge_agent.bundle import BundleError, Reject
-    from edge_agent.toolkit.pack import pack_bundle
-    from edge_agent.toolkit.texts import read_texts
+    from edge_agent.bundle.manifest import BundleError, Reject
+    from edge_agent.toolkit.export.pack import pack_bundle
+    from edge_agent.toolkit.export.texts import read_texts
 
     golden: list[str] = []
     if args.golden_texts is not None:

@@ -7,11 +7,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from edge_agent.bundle.keys import KeyFileError, Signer
 from edge_agent.commands._broker_options import add_broker_options, broker_from_args
 from edge_agent.mqtt.operator import BrokerError, publish_messages
-from edge_agent.ota_manifest import DEFAULT_CHUNK_SIZE, Target, UpdateRejectedError
-from edge_agent.ota_push import BundleReadError, build_update, read_bundle_files
-from edge_agent.signing import KeyFileError, Signer
+from edge_agent.ota.manifest import DEFAULT_CHUNK_SIZE, Target, UpdateRejectedError
+from edge_agent.ota.push import BundleReadError, build_update, read_bundle_files
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.toolkit.quantize import WEIGHT_FORMATS
+from edge_agent.toolkit.export.quantize import WEIGHT_FORMATS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from tokenizers import Tokenizer
 
-    from edge_agent.toolkit.quantize import argmax_agreement, calibration_feeds, quantize_int8
-    from edge_agent.toolkit.texts import default_texts_path, read_texts
+    from edge_agent.toolkit.export.quantize import (
+        argmax_agreement,
+        calibration_feeds,
+        quantize_int8,
+    )
+    from edge_agent.toolkit.export.texts import default_texts_path, read_texts
 
     texts_path = args.texts or default_texts_path()
     try:

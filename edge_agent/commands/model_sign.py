@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.signing import KeyFileError, Signer, sign_bundle
+from edge_agent.bundle.keys import KeyFileError, Signer, sign_bundle
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -58,7 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     # libgomp's spinning worker threads slow training several-fold on a busy CPU.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from edge_agent.toolkit.train_data import DataError
+    from edge_agent.toolkit.train.data import DataError
 
     try:
         if args.work is not None:
@@ -73,9 +73,7 @@ def main(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, work: Path) -> int:
     import torch
 
-    from edge_agent.toolkit.distil import RecipeOptions, label_targets, run_recipe, save_checkpoint
-    from edge_agent.toolkit.train import Encoded, FitOptions, fit, pick_device
-    from edge_agent.toolkit.train_bundle import (
+    from edge_agent.toolkit.train.bundle import (
         QUANTIZE_CALIBRATION_ROWS,
         bundle_size,
         deploy_checkpoint,
@@ -83,14 +81,21 @@ def _train(args: argparse.Namespace, work: Path) -> int:
         measure_graphs,
         pack_int8_bundle,
     )
-    from edge_agent.toolkit.train_data import (
+    from edge_agent.toolkit.train.data import (
         DataError,
         calibration_sample,
         encode_texts,
         read_labelled,
         split_indices,
     )
-    from edge_agent.toolkit.train_metrics import format_report
+    from edge_agent.toolkit.train.distil import (
+        RecipeOptions,
+        label_targets,
+        run_recipe,
+        save_checkpoint,
+    )
+    from edge_agent.toolkit.train.fit import Encoded, FitOptions, fit, pick_device
+    from edge_agent.toolkit.train.metrics import format_report
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -232,7 +237,7 @@ def _start_model(args: argparse.Namespace, labels: list[str]) -> tuple[Any, Path
         from transformers import SqueezeBertForSequenceClassification
 
         if not (args.base / "config.json").is_file():
-            from edge_agent.toolkit.train_data import DataError
+            from edge_agent.toolkit.train.data import DataError
 
             raise DataError(f"{args.base}: not a checkpoint folder (no config.json)")
         model = SqueezeBertForSequenceClassification.from_pretrained(
@@ -244,7 +249,7 @@ def _start_model(args: argparse.Namespace, labels: list[str]) -> tuple[Any, Path
             ignore_mismatched_sizes=True,
         )
         return model, args.base
-    from edge_agent.toolkit.minilm import load_minilm_bert, minilm_dir
+    from edge_agent.toolkit.train.minilm import load_minilm_bert, minilm_dir
 
     model = load_minilm_bert(len(labels))
     model.config.id2label, model.config.label2id = id2label, label2id
@@ -253,6 +258,6 @@ def _start_model(args: argparse.Namespace, labels: list[str]) -> tuple[Any, Path
 
 
 def _tokenizer(folder: Path) -> Any:
-    from edge_agent.toolkit.export import load_checkpoint_tokenizer
+    from edge_agent.toolkit.export.to_onnx import load_checkpoint_tokenizer
 
     return load_checkpoint_tokenizer(folder)

@@ -12,8 +12,8 @@ import sys
 
 from edge_agent.commands._broker_options import add_broker_options, broker_from_args
 from edge_agent.mqtt.operator import BrokerError, collect_retained, publish_messages
-from edge_agent.ota_manifest import UpdateRejectedError, update_topic
-from edge_agent.ota_push import clear_update
+from edge_agent.ota.manifest import UpdateRejectedError, update_topic
+from edge_agent.ota.push import clear_update
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ Startup is all or nothing: config, logging, trusted keys, every route's model (f
 verified, signed when `models.trusted_keys` is set, and warmed up) and the state directory
 must all be in place before any thread starts or any connection is made; otherwise one
 line names the problem and the exit status is 3 (systemd's unit does not restart on it).
-Later model versions arrive by hot-swap (edge_agent/model_store.py) and never stop it.
+Later model versions arrive by hot-swap (edge_agent/models/store.py) and never stop it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent import log as logging_setup
 from edge_agent.cli import STARTUP_FAILURE
-from edge_agent.config import ConfigError, load_config
+from edge_agent.config.settings import ConfigError, load_config
+from edge_agent.telemetry import logs as logging_setup
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,11 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # onnxruntime and paho load only when the daemon really starts, not for --help.
-    from edge_agent.attempts import AttemptLog
-    from edge_agent.bundle import BundleError
-    from edge_agent.model_store import ModelStore
-    from edge_agent.service import Service
-    from edge_agent.signing import KeyFileError, Keyring
+    from edge_agent.bundle.keys import KeyFileError, Keyring
+    from edge_agent.bundle.manifest import BundleError
+    from edge_agent.daemon.service import Service
+    from edge_agent.models.store import ModelStore
+    from edge_agent.pipeline.attempts import AttemptLog
 
     try:
         config = load_config(args.config)

@@ -36,9 +36,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_agent.config import BrokerConfig
-from edge_agent.inbound import Inbound
-from edge_agent.log import get_logger
+from edge_agent.config.settings import BrokerConfig
+from edge_agent.pipeline.inbound import Inbound
+from edge_agent.telemetry.logs import get_logger
 
 OFFLINE_PAYLOAD: Final = json.dumps({"state": "offline"}).encode()
 

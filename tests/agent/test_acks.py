@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.acks import AckLedger, DeliveryRef
+from edge_agent.pipeline.acks import AckLedger, DeliveryRef
 
 
 def ledger() -> tuple[AckLedger, list[int]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.attempts import JOURNAL_NAME, message_key
+from edge_agent.pipeline.attempts import JOURNAL_NAME, message_key
 from tests.agent.conftest import AgentFactory
 from tests.support.broker import Broker
 from tests.support.mqtt_client import TestClient

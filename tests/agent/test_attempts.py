@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_agent.attempts import JOURNAL_NAME, AttemptLog, message_key
+from edge_agent.pipeline.attempts import JOURNAL_NAME, AttemptLog, message_key
 
 
 def test_unfinished_attempts_survive_restarts(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from edge_agent.batcher import Batcher
+from edge_agent.pipeline.batcher import Batcher
 
 
 def test_full_batch_returns_without_waiting() -> None:

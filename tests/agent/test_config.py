@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import ConfigError, config_from_mapping, effective_config, load_config
+from edge_agent.config.settings import (
+    ConfigError,
+    config_from_mapping,
+    effective_config,
+    load_config,
+)
 
 ROUTE = {"subscribe": "chat/+/text", "model": "sentiment"}
 

@@ -8,8 +8,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import messages
-from edge_agent.messages import InputSpec, Rejected, Request, cut_text, decode
+from edge_agent.pipeline import messages
+from edge_agent.pipeline.messages import InputSpec, Rejected, Request, cut_text, decode
 
 SPEC = InputSpec(max_payload_bytes=1000, max_text_bytes=50, passthrough=("room",))
 

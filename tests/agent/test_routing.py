@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent import routing
+from edge_agent.pipeline import routing
 
 
 @pytest.mark.parametrize(

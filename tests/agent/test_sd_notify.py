@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from edge_agent.sd_notify import Notifier
+from edge_agent.telemetry.sd_notify import Notifier
 
 
 def test_messages_arrive_on_the_socket(tmp_path: Path) -> None:

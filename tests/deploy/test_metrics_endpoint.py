@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.metrics import CONTENT_TYPE, MetricsServer, render_prometheus
-from edge_agent.stats import LATENCY_BUCKETS_MS, Stats
+from edge_agent.telemetry.metrics import CONTENT_TYPE, MetricsServer, render_prometheus
+from edge_agent.telemetry.stats import LATENCY_BUCKETS_MS, Stats
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")

@@ -9,7 +9,7 @@ import sys
 def test_engine_and_device_commands_import_no_torch_onnx_or_transformers() -> None:
     code = (
         "import sys\n"
-        "import edge_agent.engine, edge_agent.bundle\n"
+        "import edge_agent.engine.classifier, edge_agent.bundle.manifest\n"
         "import edge_agent.commands.bench, edge_agent.commands.model_inspect\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'transformers', 'onnx', 'tqdm'))\n"

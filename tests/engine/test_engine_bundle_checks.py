@@ -9,8 +9,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge_agent.bundle import BundleError, load_manifest, resolve_bundle
-from edge_agent.engine import load_classifier
+from edge_agent.bundle.manifest import BundleError, load_manifest, resolve_bundle
+from edge_agent.engine.classifier import load_classifier
 
 
 class Ed25519Keyring:
@@ -79,7 +79,7 @@ def test_golden_score_is_checked_within_tolerance(tiny_copy: Path) -> None:
 
 
 def test_graph_that_onnxruntime_cannot_read_is_refused(tiny_copy: Path) -> None:
-    from edge_agent.bundle import sha256_file
+    from edge_agent.bundle.manifest import sha256_file
 
     model = tiny_copy / "model.onnx"
     model.write_bytes(b"not a graph")

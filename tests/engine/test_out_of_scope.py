@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.out_of_scope import in_scope_scores, rejected
+from edge_agent.engine.out_of_scope import in_scope_scores, rejected
 
 LABELS = ("alarm", "weather", "oos")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.ota import Action, OtaReceiver, OtaSettings, Report, Subscribe, Unsubscribe
-from edge_agent.signing import Keyring, Signer, generate_keypair
+from edge_agent.bundle.keys import Keyring, Signer, generate_keypair
+from edge_agent.ota.receiver import Action, OtaReceiver, OtaSettings, Report, Subscribe, Unsubscribe
 
 NOW = datetime(2026, 11, 23, 9, 40, tzinfo=UTC)
 PREFIX = "test/ota"

@@ -19,8 +19,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.ota import OtaReceiver, Report
-from edge_agent.ota_worker import OtaWorker
+from edge_agent.ota.receiver import OtaReceiver, Report
+from edge_agent.ota.worker import OtaWorker
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CONFIG_TEMPLATE = Path(__file__).with_name("mosquitto.conf")

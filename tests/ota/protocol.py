@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from edge_agent.ota_manifest import Target
-from edge_agent.ota_push import Update, build_update
-from edge_agent.signing import Signer
+from edge_agent.bundle.keys import Signer
+from edge_agent.ota.manifest import Target
+from edge_agent.ota.push import Update, build_update
 from tests.ota.conftest import DEVICE, NOW, PREFIX, Device, Operator
 
 CHUNK = 1024

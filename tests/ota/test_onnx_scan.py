@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.ota_onnx import OnnxCheckError, check_no_external_data
+from edge_agent.bundle.onnx_scan import OnnxCheckError, check_no_external_data
 from tests.ota.bundles import tiny_model
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import BundleError
-from edge_agent.engine import load_classifier
-from edge_agent.ota_push import read_bundle_files
-from edge_agent.signing import Signer, generate_keypair, sign_bundle
+from edge_agent.bundle.keys import Signer, generate_keypair, sign_bundle
+from edge_agent.bundle.manifest import BundleError
+from edge_agent.engine.classifier import load_classifier
+from edge_agent.ota.push import read_bundle_files
 from tests.ota.conftest import DeviceFactory, Operator
 from tests.ota.protocol import deliver, push, retained
 from tests.support.tiny_bundle import build_tiny_bundle

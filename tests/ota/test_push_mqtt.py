@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.bundle.keys import Keyring
 from edge_agent.mqtt.operator import BrokerAddress, collect_retained, publish_messages
-from edge_agent.ota import OtaReceiver, OtaSettings
-from edge_agent.signing import Keyring
+from edge_agent.ota.receiver import OtaReceiver, OtaSettings
 from tests.ota.bundles import bundle_files, write_bundle
 from tests.ota.mqtt_harness import MOSQUITTO, DeviceLink, running_mosquitto
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge_agent.ota import UNSERVED_REASON, Installed, OtaReceiver, OtaSettings
-from edge_agent.ota_manifest import Target, UpdateRejectedError, chunk_topic, seal, update_topic
-from edge_agent.signing import Keyring, Signer, generate_keypair
+from edge_agent.bundle.keys import Keyring, Signer, generate_keypair
+from edge_agent.ota.manifest import Target, UpdateRejectedError, chunk_topic, seal, update_topic
+from edge_agent.ota.receiver import UNSERVED_REASON, Installed, OtaReceiver, OtaSettings
 from tests.ota.bundles import bundle_files, tiny_model, tree, write_bundle
 from tests.ota.conftest import DEVICE, FLEET, NOW, PREFIX, Device, DeviceFactory, Operator
 from tests.ota.protocol import CHUNK, deliver, push, retained

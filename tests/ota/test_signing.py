@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from edge_agent.signing import (
+from edge_agent.bundle.keys import (
     KeyFileError,
     Keyring,
     SignatureError,

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.bundle import resolve_bundle
-from edge_agent.engine import load_classifier
+from edge_agent.bundle.manifest import resolve_bundle
+from edge_agent.engine.classifier import load_classifier
 from tests.reliability.conftest import AgentMaker
 from tests.reliability.harness import Collector, Publisher
 from tests.support.broker import Broker

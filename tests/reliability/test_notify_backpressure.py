@@ -9,7 +9,7 @@ import socket
 import threading
 from pathlib import Path
 
-from edge_agent.sd_notify import Notifier
+from edge_agent.telemetry.sd_notify import Notifier
 
 
 def test_status_updates_do_not_block_when_the_supervisor_stops_reading(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.attempts import JOURNAL_NAME
+from edge_agent.pipeline.attempts import JOURNAL_NAME
 from tests.reliability.conftest import AgentMaker
 from tests.reliability.harness import Collector, Publisher, numbered
 from tests.support.agent_process import AgentProcess

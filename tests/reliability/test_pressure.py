@@ -267,7 +267,7 @@ def test_stuck_result_consumer_does_not_grow_agent_memory(
     strict=True,
     reason="mosquitto 2.0.11 sends more unacknowledged QoS 1 messages than the client's "
     "Receive Maximum once the client has acknowledged some; the agent's queue bound relies "
-    "on it (edge_agent/batcher.py)",
+    "on it (edge_agent/pipeline/batcher.py)",
 )
 def test_broker_honours_receive_maximum(broker: Broker) -> None:
     import paho.mqtt.client as paho

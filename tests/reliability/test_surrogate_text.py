@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from edge_agent import messages
+from edge_agent.pipeline import messages
 
 
 @pytest.mark.parametrize("text", ["hi \udc80 there", "\ud83d" + "x" * 5000])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from edge_agent.bundle import Task
+from edge_agent.bundle.manifest import Task
 
 # A small vocabulary: whole words for readable tests, letters and ##letters so any
 # other word still tokenizes into pieces instead of [UNK].
@@ -113,9 +113,9 @@ def build_tiny_bundle(
     with_fp32: bool = True,
 ) -> Path:
     """Build `out_dir/<name>/<version>` through the real export, quantize and pack path."""
-    from edge_agent.toolkit.export import export_onnx
-    from edge_agent.toolkit.pack import pack_bundle
-    from edge_agent.toolkit.quantize import quantize_int8
+    from edge_agent.toolkit.export.pack import pack_bundle
+    from edge_agent.toolkit.export.quantize import quantize_int8
+    from edge_agent.toolkit.export.to_onnx import export_onnx
 
     model = build_tiny_model(len(labels), seed)
     with tempfile.TemporaryDirectory(prefix="tiny-bundle-") as work:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import BundleError
-from edge_agent.model_store import ModelStore, Rejected, Swapped
+from edge_agent.bundle.manifest import BundleError
+from edge_agent.models.store import ModelStore, Rejected, Swapped
 from tests.swap.conftest import Bundles, install
 
 

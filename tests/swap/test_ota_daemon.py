@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from edge_agent.bundle.keys import Signer, generate_keypair, sign_bundle
 from edge_agent.mqtt.operator import BrokerAddress, publish_messages
-from edge_agent.ota_manifest import Target, build_payload, seal
-from edge_agent.ota_push import build_update, read_bundle_files
-from edge_agent.signing import Signer, generate_keypair, sign_bundle
+from edge_agent.ota.manifest import Target, build_payload, seal
+from edge_agent.ota.push import build_update, read_bundle_files
 from tests.support.agent_process import REPO_ROOT
 from tests.support.broker import Broker
 from tests.support.mqtt_client import TestClient

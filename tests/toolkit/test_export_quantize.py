@@ -11,13 +11,18 @@ import pytest
 import torch
 from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-from edge_agent.toolkit.export import export_onnx, hf_logits, max_logit_difference, onnx_logits
-from edge_agent.toolkit.quantize import (
+from edge_agent.toolkit.export.quantize import (
     INT7_WEIGHT_MAX,
     WEIGHT_FORMATS,
     argmax_agreement,
     as_unsigned_weights,
     quantize_int8,
+)
+from edge_agent.toolkit.export.to_onnx import (
+    export_onnx,
+    hf_logits,
+    max_logit_difference,
+    onnx_logits,
 )
 from tests.support.tiny_bundle import SAMPLE_TEXTS, build_tiny_model, build_tiny_tokenizer
 
@@ -101,7 +106,7 @@ def test_smoothing_outlier_channels_brings_int8_closer_to_fp32(
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge_agent.toolkit.quantize import quantize_matmul_weights, smooth_outlier_inputs
+    from edge_agent.toolkit.export.quantize import quantize_matmul_weights, smooth_outlier_inputs
 
     rng = np.random.default_rng(2)
     weight = rng.normal(size=w_shape).astype(np.float32)
@@ -162,8 +167,8 @@ def _feeds(batch: int, length: int) -> dict[str, np.ndarray]:
 
 
 def test_biases_become_the_integer_gemms_own_with_the_same_logits(tmp_path: Path) -> None:
-    from edge_agent.toolkit.onnx_graph import HEAD_PREFIX
-    from edge_agent.toolkit.quantize import fold_bias_adds, quantize_matmul_weights
+    from edge_agent.toolkit.export.graph import HEAD_PREFIX
+    from edge_agent.toolkit.export.quantize import fold_bias_adds, quantize_matmul_weights
 
     fp32 = onnx.load(str(export_onnx(_model(), tmp_path / "fp32.onnx")))
     quantize_matmul_weights(fp32, skip_prefix=HEAD_PREFIX)
@@ -222,7 +227,7 @@ def test_last_layer_runs_for_the_first_token_only(tmp_path: Path) -> None:
 def test_matmuls_reading_a_gelu_output_are_always_smoothed() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge_agent.toolkit.quantize import smooth_outlier_inputs
+    from edge_agent.toolkit.export.quantize import smooth_outlier_inputs
 
     rng = np.random.default_rng(4)
     weight = rng.normal(size=(16, 8)).astype(np.float32)

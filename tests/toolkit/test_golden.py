@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge_agent.engine import LabelScore, Prediction
-from edge_agent.toolkit.pack import choose_golden
+from edge_agent.engine.classifier import LabelScore, Prediction
+from edge_agent.toolkit.export.pack import choose_golden
 
 
 def _prediction(label: str, score: float, runner_up: str = "other") -> Prediction:

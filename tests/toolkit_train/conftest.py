@@ -41,7 +41,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import SqueezeBertForSequenceClassification
 
-    from edge_agent.toolkit.minilm import squeezebert_config
+    from edge_agent.toolkit.train.minilm import squeezebert_config
     from tests.support.tiny_bundle import build_tiny_tokenizer, tiny_vocab
 
     torch.manual_seed(0)

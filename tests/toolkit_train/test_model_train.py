@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import BundleError
-from edge_agent.engine import load_classifier
+from edge_agent.bundle.manifest import BundleError
+from edge_agent.engine.classifier import load_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 

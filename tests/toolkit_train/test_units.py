@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.out_of_scope import rejected
-from edge_agent.toolkit.augment import recombined_texts
-from edge_agent.toolkit.train_data import DataError, length_batches, read_labelled, split_indices
-from edge_agent.toolkit.train_metrics import multi_label_report, single_label_report
+from edge_agent.engine.out_of_scope import rejected
+from edge_agent.toolkit.train.augment import recombined_texts
+from edge_agent.toolkit.train.data import DataError, length_batches, read_labelled, split_indices
+from edge_agent.toolkit.train.metrics import multi_label_report, single_label_report
 
 
 def _tiny_bert(num_labels: int = 3):  # type: ignore[no-untyped-def]
@@ -35,7 +35,7 @@ def _tiny_bert(num_labels: int = 3):  # type: ignore[no-untyped-def]
 def test_groups_one_reproduces_bert_exactly() -> None:
     import torch
 
-    from edge_agent.toolkit.minilm import squeezebert_from_bert
+    from edge_agent.toolkit.train.minilm import squeezebert_from_bert
 
     bert = _tiny_bert()
     student = squeezebert_from_bert(bert, groups=1).eval()
@@ -51,7 +51,7 @@ def test_groups_one_reproduces_bert_exactly() -> None:
 def test_grouped_init_keeps_the_diagonal_blocks() -> None:
     import torch
 
-    from edge_agent.toolkit.minilm import block_diagonal, squeezebert_from_bert
+    from edge_agent.toolkit.train.minilm import block_diagonal, squeezebert_from_bert
 
     dense = torch.arange(8 * 4, dtype=torch.float32).reshape(8, 4)
     grouped = block_diagonal(dense, 2)
@@ -69,8 +69,8 @@ def test_grouped_init_keeps_the_diagonal_blocks() -> None:
 def test_fitted_grouping_reproduces_dense_layers_better_than_diagonal_blocks() -> None:
     import torch
 
-    from edge_agent.toolkit.grouping import fit_grouped, input_moments, moment_key
-    from edge_agent.toolkit.minilm import block_diagonal
+    from edge_agent.toolkit.train.grouping import fit_grouped, input_moments, moment_key
+    from edge_agent.toolkit.train.minilm import block_diagonal
 
     # Correlated inputs, as real activations are: 16 channels driven by 4 sources.
     torch.manual_seed(1)
@@ -108,7 +108,7 @@ def test_fitted_grouping_reproduces_dense_layers_better_than_diagonal_blocks() -
 def test_fitted_student_is_closer_to_the_teacher_than_diagonal_blocks() -> None:
     import torch
 
-    from edge_agent.toolkit.minilm import squeezebert_from_bert
+    from edge_agent.toolkit.train.minilm import squeezebert_from_bert
 
     bert = _tiny_bert()
     ids = torch.randint(5, 120, (64, 10))
@@ -133,8 +133,8 @@ def test_fitted_student_is_closer_to_the_teacher_than_diagonal_blocks() -> None:
 def test_transfer_rows_train_the_student_through_the_teacher_alone() -> None:
     import torch
 
-    from edge_agent.toolkit.distil import RecipeOptions, run_recipe
-    from edge_agent.toolkit.train import Encoded, FitOptions
+    from edge_agent.toolkit.train.distil import RecipeOptions, run_recipe
+    from edge_agent.toolkit.train.fit import Encoded, FitOptions
 
     teacher = _tiny_bert(num_labels=2)
     labelled = Encoded(ids=[[5 + i, 9, 11] for i in range(8)], targets=[i % 2 for i in range(8)])
@@ -255,8 +255,8 @@ def test_pruning_unused_vocabulary_keeps_predictions(tmp_path: Path) -> None:
     from tokenizers import Tokenizer
     from transformers import SqueezeBertForSequenceClassification
 
-    from edge_agent.toolkit.minilm import squeezebert_config
-    from edge_agent.toolkit.vocab import prune_unused_vocab
+    from edge_agent.toolkit.train.minilm import squeezebert_config
+    from edge_agent.toolkit.train.vocab import prune_unused_vocab
     from tests.support.tiny_bundle import build_tiny_tokenizer
 
     spec = json.loads(build_tiny_tokenizer().to_str())

@@ -1,0 +1,1 @@
+"""The model bundle format and nothing else: manifest, files, versions, signatures, ONNX scan."""

@@ -1,0 +1,358 @@
+"""The model bundle format: manifest schema, file hashes, signatures, active version.
+
+A bundle is a folder `<models_dir>/<name>/<version>/` (see docs/bundle-format.md). This
+module reads and checks it without running anything; `engine.py` builds the classifier.
+Every failure is a `BundleError` whose message names the file and the problem, because
+the person reading it is usually looking at a device log with no other context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol
+
+from edge_agent.engine.out_of_scope import SCORE_KINDS
+
+FORMAT_VERSION: Final = 1
+MANIFEST_FILE: Final = "manifest.json"
+SIGNATURE_FILE: Final = "manifest.sig"
+MODEL_FILE: Final = "model.onnx"
+FP32_MODEL_FILE: Final = "model.fp32.onnx"
+TOKENIZER_FILE: Final = "tokenizer.json"
+TASKS: Final = ("single-label", "multi-label")
+NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+VERSION_PATTERN: Final = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
+CARD_FIELDS: Final = ("intended_use", "training_data", "limitations", "created")
+_HASH_CHUNK: Final = 1 << 20
+
+Task = Literal["single-label", "multi-label"]
+
+
+class BundleError(Exception):
+    """A bundle cannot be used; the message names the file and the problem."""
+
+
+class Verifier(Protocol):
+    """Checks a detached signature (implemented by `edge_agent.bundle.keys`)."""
+
+    def verify(self, data: bytes, signature: bytes) -> None: ...  # raises on failure
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Single-label out-of-scope rule: `score` below `threshold` -> `label`
+    (edge_agent/engine/out_of_scope.py: `probability` or `energy`)."""
+
+    label: str
+    threshold: float
+    score: str = "probability"
+
+
+@dataclass(frozen=True)
+class GoldenExample:
+    """A text whose prediction the engine must reproduce on load.
+
+    `score` is for `model.onnx`; `score_fp32` (optional) for `model.fp32.onnx`, because
+    INT8 and fp32 scores differ by more than the 1e-3 tolerance on some inputs.
+    """
+
+    text: str
+    label: str
+    score: float
+    score_fp32: float | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    task: Task
+    labels: tuple[str, ...]
+    max_seq_len: int
+    files: dict[str, FileEntry]
+    golden: tuple[GoldenExample, ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)
+    reject: Reject | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    card: dict[str, str] = field(default_factory=dict)
+    min_agent_version: str | None = None
+    format: int = FORMAT_VERSION
+
+    def threshold(self, label: str) -> float:
+        return self.thresholds.get(label, 0.5)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as written to manifest.json (stable key order)."""
+        data: dict[str, Any] = {
+            "format": self.format,
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "labels": list(self.labels),
+            "max_seq_len": self.max_seq_len,
+        }
+        if self.thresholds:
+            data["thresholds"] = dict(self.thresholds)
+        if self.reject is not None:
+            data["reject"] = {
+                "label": self.reject.label,
+                "threshold": self.reject.threshold,
+                "score": self.reject.score,
+            }
+        data["files"] = {
+            name: {"sha256": entry.sha256, "size": entry.size}
+            for name, entry in sorted(self.files.items())
+        }
+        data["metrics"] = dict(self.metrics)
+        data["golden"] = [_golden_json(example) for example in self.golden]
+        data["card"] = dict(self.card)
+        if self.min_agent_version is not None:
+            data["min_agent_version"] = self.min_agent_version
+        return data
+
+
+def _golden_json(example: GoldenExample) -> dict[str, Any]:
+    data: dict[str, Any] = {"text": example.text, "label": example.label, "score": example.score}
+    if example.score_fp32 is not None:
+        data["score_fp32"] = example.score_fp32
+    return data
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """Sort key for a `MAJOR.MINOR.PATCH` version; ValueError if it is not one."""
+    match = VERSION_PATTERN.fullmatch(version)
+    if match is None:
+        raise ValueError(f"not a MAJOR.MINOR.PATCH version: {version!r}")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(bundle_dir: Path) -> Manifest:
+    """Parse and validate manifest.json's schema (no file hashes checked here)."""
+    path = bundle_dir / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"{path}: cannot read: {error.strerror or error}") from error
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw: bytes, path: Path | str = MANIFEST_FILE) -> Manifest:
+    """Validate manifest bytes; `path` only names the file in errors."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: not valid UTF-8 JSON: {error}") from error
+    try:
+        return _manifest_from_json(data)
+    except (TypeError, ValueError, KeyError) as error:
+        raise BundleError(f"{path}: {error}") from error
+
+
+def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise ValueError(f"missing field {key!r}")
+    value = data[key]
+    # bool is an int subclass; a manifest saying `"max_seq_len": true` is a mistake.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ValueError(f"field {key!r} has the wrong type (bool)")
+    if not isinstance(value, kind):
+        raise ValueError(f"field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _manifest_from_json(data: Any) -> Manifest:
+    if not isinstance(data, dict):
+        raise ValueError("manifest must be a JSON object")
+    fmt = _require(data, "format", int)
+    if fmt != FORMAT_VERSION:
+        raise ValueError(f"unsupported format {fmt} (this agent reads format {FORMAT_VERSION})")
+    name = _require(data, "name", str)
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"name {name!r} must match {NAME_PATTERN.pattern}")
+    version = _require(data, "version", str)
+    version_key(version)
+    task = _require(data, "task", str)
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} must be one of {', '.join(TASKS)}")
+    labels = _require(data, "labels", list)
+    if not labels or not all(isinstance(label, str) and label for label in labels):
+        raise ValueError("labels must be a non-empty list of non-empty strings")
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be unique")
+    max_seq_len = _require(data, "max_seq_len", int)
+    if not 2 < max_seq_len <= 4096:
+        raise ValueError(f"max_seq_len {max_seq_len} out of range (3..4096)")
+    files = _parse_files(_require(data, "files", dict))
+    thresholds = _parse_thresholds(data.get("thresholds", {}), labels, task)
+    reject = _parse_reject(data.get("reject"), task)
+    golden = tuple(_parse_golden(item) for item in data.get("golden", []))
+    metrics = data.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
+    ):
+        raise ValueError("metrics must map names to numbers")
+    card = data.get("card", {})
+    if not isinstance(card, dict) or not all(isinstance(v, str) for v in card.values()):
+        raise ValueError("card must map fields to strings")
+    min_agent = data.get("min_agent_version")
+    if min_agent is not None:
+        version_key(str(min_agent))
+    return Manifest(
+        name=name,
+        version=version,
+        task=task,
+        labels=tuple(labels),
+        max_seq_len=max_seq_len,
+        files=files,
+        golden=golden,
+        thresholds=thresholds,
+        reject=reject,
+        metrics={str(k): float(v) for k, v in metrics.items()},
+        card={str(k): v for k, v in card.items()},
+        min_agent_version=min_agent,
+    )
+
+
+def _parse_files(files: dict[str, Any]) -> dict[str, FileEntry]:
+    entries: dict[str, FileEntry] = {}
+    for name, entry in files.items():
+        if "/" in name or name.startswith(".") or name in (MANIFEST_FILE, SIGNATURE_FILE):
+            raise ValueError(f"files: {name!r} is not a plain bundle file name")
+        if not isinstance(entry, dict):
+            raise ValueError(f"files[{name!r}] must be an object")
+        digest = _require(entry, "sha256", str)
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(f"files[{name!r}].sha256 is not 64 lower-case hex digits")
+        size = _require(entry, "size", int)
+        entries[name] = FileEntry(sha256=digest, size=size)
+    for required in (MODEL_FILE, TOKENIZER_FILE):
+        if required not in entries:
+            raise ValueError(f"files must list {required}")
+    return entries
+
+
+def _parse_thresholds(raw: Any, labels: list[str], task: str) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise ValueError("thresholds must be an object")
+    if raw and task != "multi-label":
+        raise ValueError("thresholds are only for multi-label bundles")
+    thresholds: dict[str, float] = {}
+    for label, value in raw.items():
+        if label not in labels:
+            raise ValueError(f"thresholds: unknown label {label!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"thresholds[{label!r}] must be a number in [0, 1]")
+        thresholds[label] = float(value)
+    return thresholds
+
+
+def _parse_reject(raw: Any, task: str) -> Reject | None:
+    if raw is None:
+        return None
+    if task != "single-label":
+        raise ValueError("reject is only for single-label bundles")
+    if not isinstance(raw, dict):
+        raise ValueError("reject must be an object")
+    label = _require(raw, "label", str)
+    threshold = _require(raw, "threshold", (int, float))
+    score = raw.get("score", "probability")
+    if score not in SCORE_KINDS:
+        raise ValueError(f"reject.score {score!r}: expected one of {', '.join(SCORE_KINDS)}")
+    if score == "probability" and not 0 <= threshold <= 1:
+        raise ValueError("reject.threshold must be in [0, 1] for score 'probability'")
+    if not math.isfinite(threshold):
+        raise ValueError("reject.threshold must be a finite number")
+    return Reject(label=label, threshold=float(threshold), score=score)
+
+
+def _parse_golden(raw: Any) -> GoldenExample:
+    if not isinstance(raw, dict):
+        raise ValueError("golden examples must be objects")
+    score_fp32 = raw.get("score_fp32")
+    if score_fp32 is not None and not isinstance(score_fp32, int | float):
+        raise ValueError("golden score_fp32 must be a number")
+    return GoldenExample(
+        text=_require(raw, "text", str),
+        label=_require(raw, "label", str),
+        score=float(_require(raw, "score", (int, float))),
+        score_fp32=None if score_fp32 is None else float(score_fp32),
+    )
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every listed file exists with its size and sha256, and nothing else is there."""
+    for name, entry in manifest.files.items():
+        path = bundle_dir / name
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            raise BundleError(f"{path}: listed in the manifest but missing") from error
+        if size != entry.size:
+            raise BundleError(f"{path}: size {size} differs from the manifest's {entry.size}")
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"{path}: sha256 differs from the manifest (corrupt or altered)")
+    allowed = {*manifest.files, MANIFEST_FILE, SIGNATURE_FILE}
+    extra = sorted(p.name for p in bundle_dir.iterdir() if p.name not in allowed)
+    if extra:
+        raise BundleError(f"{bundle_dir / extra[0]}: not listed in the manifest")
+
+
+def verify_signature(bundle_dir: Path, keyring: Verifier) -> None:
+    """manifest.sig must be a valid signature over manifest.json's exact bytes."""
+    signature_path = bundle_dir / SIGNATURE_FILE
+    try:
+        signature = signature_path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"{signature_path}: missing; signatures are required") from error
+    data = (bundle_dir / MANIFEST_FILE).read_bytes()
+    try:
+        keyring.verify(data, signature)
+    except Exception as error:  # the verifier's own exception type is its business
+        raise BundleError(f"{signature_path}: signature check failed: {error}") from error
+
+
+def resolve_bundle(models_dir: Path, name: str) -> Path:
+    """The active version folder of model `name`.
+
+    The `current` symlink wins when present; otherwise the highest semantic version whose
+    folder holds a manifest.json. Dot-folders (installs in progress) are ignored.
+    """
+    model_dir = models_dir / name
+    current = model_dir / "current"
+    if current.is_symlink() or current.exists():
+        target = current.resolve()
+        if not (target / MANIFEST_FILE).is_file():
+            raise BundleError(f"{current}: points to {target}, which holds no {MANIFEST_FILE}")
+        return target
+    if not model_dir.is_dir():
+        raise BundleError(f"{model_dir}: no such model folder")
+    versions: list[tuple[tuple[int, int, int], Path]] = []
+    for child in model_dir.iterdir():
+        if child.name.startswith(".") or not (child / MANIFEST_FILE).is_file():
+            continue
+        try:
+            versions.append((version_key(child.name), child))
+        except ValueError:
+            continue
+    if not versions:
+        raise BundleError(f"{model_dir}: no version folder with a {MANIFEST_FILE}")
+    return max(versions)[1]

@@ -1,0 +1,1 @@
+"""YAML -> frozen Config, every problem named by its dotted path."""

@@ -1,0 +1,1 @@
+"""The daemon's lifecycle, its construction in one place, and its model events."""

@@ -1,0 +1,387 @@
+"""The daemon's lifecycle, after uvicorn's server.py: startup, a ticking main loop, drain.
+
+Threads:
+- paho's network thread (edge_agent.mqtt.link) converts deliveries and hands them to the batcher;
+- one worker thread takes micro-batches, decodes, classifies, publishes results, and swaps
+  in models the loader finished, between two batches;
+- the model store's loader thread polls the models directory and loads, verifies and warms
+  up new bundles while the old one keeps serving (edge_agent/models/store.py);
+- with `ota.enabled`, the OTA worker thread stages updates delivered over the same MQTT
+  connection and installs them into the models directory, where the loader finds them
+  (edge_agent/daemon/model_events.py ties store, OTA and the events topic together);
+- the main thread ticks: READY once connected, WATCHDOG only while both other threads are
+  alive and making progress, periodic stats, and the signal-driven shutdown.
+
+First SIGTERM/SIGINT: stop taking work (new deliveries stay unacknowledged for the next
+run), finish what was received, wait for its PUBACKs up to `shutdown_timeout_s`, publish
+the offline status, disconnect. A second signal skips the waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Final
+
+from edge_agent import __version__
+from edge_agent.bundle.keys import Keyring
+from edge_agent.config.settings import Config, RouteConfig
+from edge_agent.daemon.model_events import ModelUpdates
+from edge_agent.models.store import ModelStore
+from edge_agent.mqtt.link import MqttLink, Subscription
+from edge_agent.pipeline import routing
+from edge_agent.pipeline.acks import AckLedger, DeliveryRef
+from edge_agent.pipeline.attempts import AttemptLog
+from edge_agent.pipeline.batcher import Batcher
+from edge_agent.pipeline.inbound import Inbound
+from edge_agent.pipeline.processing import Outgoing, Processor
+from edge_agent.telemetry.logs import get_logger
+from edge_agent.telemetry.metrics import MetricsServer, render_prometheus
+from edge_agent.telemetry.sd_notify import Notifier
+from edge_agent.telemetry.stats import Stats
+
+TICK_S: Final = 0.2
+WORKER_POLL_S: Final = 0.5
+# A batch taking longer than this is stuck (a Pi labels a full batch in well under a
+# second); the watchdog pings stop and systemd restarts the agent.
+WORKER_STALL_S: Final = 30.0
+SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+log = get_logger("edge_agent.daemon.service")
+
+
+@dataclass(frozen=True)
+class Health:
+    worker: bool
+    network: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.worker and self.network
+
+
+def assess_health(
+    now: float,
+    *,
+    worker_alive: bool,
+    worker_beat: float,
+    batch_started: float | None,
+    network_alive: bool,
+    network_beat: float,
+    network_stall_s: float,
+) -> Health:
+    """Alive *and* progressing. An idle worker still beats every WORKER_POLL_S and an idle
+    connection still sees PINGREQ/PINGRESP every keepalive, so only a stuck batch, a dead
+    thread or a network thread that stopped looping fail this."""
+    worker = (
+        worker_alive
+        and now - worker_beat < WORKER_STALL_S
+        and (batch_started is None or now - batch_started < WORKER_STALL_S)
+    )
+    network = network_alive and now - network_beat < network_stall_s
+    return Health(worker=worker, network=network)
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        store: ModelStore,
+        attempts: AttemptLog,
+        notifier: Notifier | None = None,
+        keyring: Keyring | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.attempts = attempts
+        self.notifier = notifier or Notifier()
+        self.stats = Stats()
+        self.metrics: MetricsServer | None = None
+        if config.metrics.enabled:
+            self.metrics = MetricsServer(
+                config.metrics.host,
+                config.metrics.port,
+                lambda: render_prometheus(self.stats.snapshot()),
+            )
+        for name, version in store.versions().items():
+            self.stats.set_model(name, version)
+        self.routes = tuple(_route(index, route) for index, route in enumerate(config.routes))
+        self.processor = Processor(config, self.routes, store, attempts)
+        self.batcher: Batcher[Inbound] = Batcher(
+            bound=config.broker.receive_maximum,
+            max_batch=config.batching.max_batch,
+            max_wait_s=config.batching.max_wait_ms / 1000,
+        )
+        self.status_topic = config.topic(config.topics.status)
+        self.link = MqttLink(
+            config.broker,
+            subscriptions=[
+                Subscription(route.subscription, route.index + 1, route.group is not None)
+                for route in self.routes
+            ],
+            status_topic=self.status_topic,
+            on_inbound=self._on_inbound,
+            on_connected=self._on_connected,
+            on_disconnected=self._on_disconnected,
+        )
+        self.ledger = AckLedger(send_ack=self.link.ack)
+        self.updates = ModelUpdates(
+            config,
+            store,
+            self.link,
+            self.stats,
+            keyring,
+            events_topic=self.status_topic + "/events",
+            on_versions_changed=self._publish_online,
+        )
+        self.should_exit = threading.Event()
+        self.force_exit = False
+        self._worker = threading.Thread(target=self._work, name="edge-agent-worker", daemon=True)
+        self._worker_beat = time.monotonic()
+        self._batch_started: float | None = None
+        self._ready_sent = False
+        self._network_stall_s = 2 * config.broker.keepalive_s + config.broker.reconnect_max_s + 10
+        self._last_status = ""
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until a signal; returns the exit status."""
+        self.install_signal_handlers()
+        self._worker.start()
+        for rejected in self.store.startup_rejections:
+            self.updates.rejected(rejected)  # queued by the link until it is connected
+        self.store.start_watching(self.config.models.poll_interval_s, self.updates.rejected)
+        self.link.start(receive_maximum=self.config.broker.receive_maximum)
+        log.info(
+            "agent_started",
+            version=__version__,
+            models=self.store.versions(),
+            routes=[route.subscription for route in self.routes],
+            broker=f"{self.config.broker.host}:{self.config.broker.port}",
+        )
+        next_watchdog = 0.0
+        last_health = Health(worker=True, network=True)
+        next_stats = time.monotonic() + self.config.stats_interval_s
+        failed = False
+        while not self.should_exit.is_set():
+            now = time.monotonic()
+            if not self._worker.is_alive():
+                log.error("worker_died")
+                failed = True
+                break
+            if self.link.connected and not self._ready_sent:
+                self._ready_sent = True
+                self.notifier.ready(status="connected, models loaded")
+            interval = self.notifier.watchdog_interval_s
+            if interval is not None and now >= next_watchdog:
+                health = self.health(now)
+                if health.ok:
+                    self.notifier.watchdog()
+                    next_watchdog = now + interval
+                elif health != last_health:  # once per change, not every tick
+                    log.error(
+                        "watchdog_withheld", worker_ok=health.worker, network_ok=health.network
+                    )
+                last_health = health
+            if self.config.stats_interval_s > 0 and now >= next_stats:
+                next_stats = now + self.config.stats_interval_s
+                self.publish_stats()
+            self._update_status_line()
+            self.should_exit.wait(TICK_S)
+        status = self.shutdown()
+        return 1 if failed else status
+
+    def handle_exit(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.should_exit.is_set():
+            self.force_exit = True
+            log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+        else:
+            log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        self.should_exit.set()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be handled on the main thread (tests call handle_exit)
+        for sig in SIGNALS:
+            signal.signal(sig, self.handle_exit)
+
+    def shutdown(self) -> int:
+        started = time.monotonic()
+        deadline = started + self.config.shutdown_timeout_s
+        self.notifier.stopping(status="draining")
+        self.link.stop_accepting()
+        self.batcher.close()
+        self.store.stop_watching()
+        self._wait(lambda: not self._worker.is_alive(), deadline)
+        self.updates.stop(timeout_s=max(0.1, deadline - time.monotonic()))
+        self._wait(lambda: self.ledger.pending() == 0, deadline)
+        unfinished = self.ledger.pending()
+        remaining = max(0.0, deadline - time.monotonic())
+        self.link.close(offline_wait_s=min(2.0, remaining + 0.5), abandon=lambda: self.force_exit)
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.attempts.close()
+        log.info(
+            "agent_stopped",
+            drained_s=round(time.monotonic() - started, 3),
+            unacknowledged=unfinished,
+            left_in_queue=len(self.batcher),
+            forced=self.force_exit,
+        )
+        return 0
+
+    def _wait(self, done: Any, deadline: float) -> None:
+        while not done() and not self.force_exit and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def health(self, now: float) -> Health:
+        return assess_health(
+            now,
+            worker_alive=self._worker.is_alive(),
+            worker_beat=self._worker_beat,
+            batch_started=self._batch_started,
+            network_alive=self.link.network_alive(),
+            network_beat=self.link.last_network_activity,
+            network_stall_s=self._network_stall_s,
+        )
+
+    def publish_stats(self) -> None:
+        snapshot = self.stats.snapshot()
+        if not snapshot.connected:
+            return
+        body = {
+            "messages_in": snapshot.messages_in,
+            "messages_out": snapshot.messages_out,
+            "errors_by_code": snapshot.errors_by_code,
+            "latency_p50_ms": snapshot.latency_p50_ms,
+            "latency_p99_ms": snapshot.latency_p99_ms,
+            "batch_sizes": {
+                str(size): count for size, count in sorted(snapshot.batch_sizes.items())
+            },
+            "queue_depth": len(self.batcher),
+            "models": snapshot.models,
+        }
+        topic = self.config.topic(self.config.topics.stats)
+        self.link.publish(topic, json.dumps(body, separators=(",", ":")).encode(), qos=0)
+
+    def _update_status_line(self) -> None:
+        snapshot = self.stats.snapshot()
+        state = "connected" if snapshot.connected else "connecting"
+        line = f"{state}, {snapshot.messages_out} results, {len(self.batcher)} queued"
+        if line != self._last_status:
+            self._last_status = line
+            self.notifier.status(line)
+
+    # ---- network thread callbacks (never block) ---------------------------------------
+
+    def _on_inbound(self, inbound: Inbound) -> None:
+        if self.updates.takes(inbound.topic):
+            self.updates.deliver(inbound, self.ledger)  # OTA: never into the inference queue
+            return
+        self.stats.message_received()
+        if inbound.qos > 0:
+            self.ledger.arrived(DeliveryRef(inbound.generation, inbound.mid))
+        over = self.batcher.put(inbound)
+        count = self.batcher.over_bound
+        if over and count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th...: visible, not a flood
+            log.warning(
+                "queue_over_bound", depth=len(self.batcher), bound=self.batcher.bound, times=count
+            )
+
+    def _on_connected(self, generation: int, session_present: bool) -> None:
+        forgotten = self.ledger.new_connection(generation)
+        requeued = 0
+        if session_present:
+            # The broker kept our session and will redeliver everything unacknowledged;
+            # copies still waiting here would only become duplicates.
+            requeued = len(self.batcher.remove_where(lambda item: item.generation < generation))
+        if forgotten or requeued:
+            log.info("redelivery_expected", unacknowledged=forgotten, dropped_from_queue=requeued)
+        self.stats.set_connected(True)
+        self._publish_online()
+        self.updates.connected()
+
+    def _publish_online(self) -> None:
+        online = {"state": "online", "version": __version__, "models": self.store.versions()}
+        self.link.publish(self.status_topic, json.dumps(online).encode(), qos=1, retain=True)
+
+    def _on_disconnected(self) -> None:
+        self.stats.set_connected(False)
+
+    # ---- worker thread -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self.force_exit:
+            batch = self.batcher.next_batch(WORKER_POLL_S)
+            self._worker_beat = time.monotonic()
+            for swapped in self.store.apply_ready():  # between batches, never inside one
+                self.updates.swapped(swapped)
+            if not batch:
+                if self.batcher.closed and len(self.batcher) == 0:
+                    return
+                continue
+            self._batch_started = time.monotonic()
+            try:
+                self._handle_batch(batch)
+            finally:
+                self._batch_started = None
+                self._worker_beat = time.monotonic()
+            self.stats.set_queue_depth(len(self.batcher))
+
+    def _handle_batch(self, batch: list[Inbound]) -> None:
+        started = time.monotonic()
+        result = self.processor.process(batch)
+        for inbound, outgoing in result.by_delivery:
+            self._publish_for(inbound, outgoing)
+        for key in result.keys:
+            self.attempts.finish(key)
+        self.stats.batch_done(len(batch))
+        outcomes = Counter(item.outcome for _, items in result.by_delivery for item in items)
+        labelled = outcomes.pop("labelled", 0)
+        log.info(
+            "batch_done",
+            size=len(batch),
+            labelled=labelled,
+            errors=dict(outcomes),
+            models=result.models,
+            classify_ms=round(result.classify_ms, 2),
+            batch_ms=round((time.monotonic() - started) * 1000, 2),
+            waited_ms=round((started - min(item.received_at for item in batch)) * 1000, 2),
+            queue_depth=len(self.batcher),
+        )
+
+    def _publish_for(self, inbound: Inbound, outgoing: list[Outgoing]) -> None:
+        ref = DeliveryRef(inbound.generation, inbound.mid)
+        needs_ack = inbound.qos > 0
+        if needs_ack:
+            self.ledger.expect(ref, len(outgoing))
+        for item in outgoing:
+            done = (lambda ref=ref: self.ledger.confirmed(ref)) if needs_ack else None
+            queued = self.link.publish(
+                item.topic,
+                item.payload,
+                qos=item.qos,
+                correlation_data=item.correlation_data,
+                on_done=done,
+            )
+            if not queued and done is not None:
+                # Logged by the link; counting it done keeps later messages flowing.
+                done()
+            self.stats.result_published(item.route, item.outcome, item.latency_ms)
+
+
+def _route(index: int, route: RouteConfig) -> routing.Route:
+    return routing.Route(
+        index=index,
+        filter=route.subscribe,
+        model=route.model,
+        publish=route.publish,
+        group=route.group,
+    )

@@ -1,0 +1,1 @@
+"""Inference: a bundle's tokenizer and onnxruntime graph behind `classify(texts)`."""

@@ -1,0 +1,1 @@
+"""Hot-swap: the loaded classifiers by name, and the models-directory watch."""

@@ -1,0 +1,286 @@
+"""The loaded classifiers, by model name, and their hot-swap from the models directory.
+
+Three parties, one rule each:
+- the *loader thread* polls the models directory (`ModelWatcher`, stat polling every
+  `models.poll_interval_s`), and loads a new bundle fully: signature (when a keyring is
+  configured), hashes, labels vs outputs, golden examples, warm-up. Only a bundle that
+  passed everything is offered for swapping; a failed one is reported once and not tried
+  again until it changes on disk;
+- the *worker thread* calls `apply_ready()` between batches: the swap is a dict assignment,
+  so no message is labelled by a half-loaded model and a batch never sees two versions;
+- everyone else calls `get(name)`; within a batch it returns the same classifier every time
+  because only the worker thread changes `_loaded`.
+
+The worker hands the old classifier to the loader thread, which drops it and asks glibc to
+return the freed heap to the OS (`malloc_trim`): without that, each swap left the old
+model's pages resident (RSS grew by a model per swap, measured with bench/swap_ota.py),
+because the two models live in different malloc arenas (loaded on different threads).
+Two models are in memory only between the end of a load and the next batch boundary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from edge_agent.bundle.manifest import BundleError, Verifier
+from edge_agent.engine.classifier import Classifier, Precision, load_classifier
+from edge_agent.models.watch import BundleRef, ModelWatcher
+from edge_agent.telemetry.logs import get_logger
+
+# The loader never polls faster than this, whatever the config says.
+MIN_POLL_INTERVAL_S: Final = 0.05
+STOP_TIMEOUT_S: Final = 10.0
+
+log = get_logger("edge_agent.models")
+
+
+def _heap_trimmer() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or a no-op on a libc without it (musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def trim_heap() -> None:
+        trim(0)  # 1 when memory went back to the OS, 0 when there was none to return
+
+    return trim_heap
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """A model the worker swapped in between two batches."""
+
+    name: str
+    version: str
+    previous_version: str | None
+    labels: tuple[str, ...]
+    previous_labels: tuple[str, ...] | None
+    path: Path
+    load_s: float  # load + verify + warm-up, on the loader thread
+    ready_at: float  # time.monotonic() when the loader finished
+
+    @property
+    def labels_changed(self) -> bool:
+        return self.previous_labels is not None and self.labels != self.previous_labels
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A bundle that failed a check; the model it was meant for keeps its current version."""
+
+    name: str
+    version: str
+    path: Path
+    reason: str
+    serving_version: str | None
+
+
+@dataclass(frozen=True)
+class _Ready:
+    ref: BundleRef
+    classifier: Classifier
+    load_s: float
+    ready_at: float
+
+
+class ModelStore:
+    def __init__(
+        self,
+        watcher: ModelWatcher,
+        classifiers: dict[str, Classifier],
+        *,
+        precision: Precision = "auto",
+        threads: int | None = None,
+        keyring: Verifier | None = None,
+    ) -> None:
+        self._watcher = watcher
+        self._precision: Precision = precision
+        self._threads = threads
+        self._keyring = keyring
+        self._lock = threading.Lock()
+        self._loaded = dict(classifiers)
+        self._ready: dict[str, _Ready] = {}
+        self._retired: list[Classifier] = []
+        # Bundles skipped at start-up for an older one; the service reports them once running.
+        self.startup_rejections: tuple[Rejected, ...] = ()
+        self._trim_heap = _heap_trimmer()
+        self._poke = threading.Event()
+        self._stopping = threading.Event()
+        self._loader: threading.Thread | None = None
+
+    @classmethod
+    def load(
+        cls,
+        models_dir: Path,
+        names: Iterable[str],
+        *,
+        precision: Precision = "auto",
+        threads: int | None = None,
+        keyring: Verifier | None = None,
+    ) -> ModelStore:
+        """Load each named model's active bundle at startup; raises BundleError naming the
+        problem when a model has no bundle that passes every check. A broken newest
+        version falls back to the next one (unless `current` pins it), like a swap would."""
+        watcher = ModelWatcher(models_dir, dict.fromkeys(names))
+        loaded: dict[str, Classifier] = {}
+        reasons: dict[str, str] = {}
+        failed: list[tuple[BundleRef, str]] = []
+        while requests := watcher.poll():
+            for request in requests:
+                try:
+                    loaded[request.bundle.name] = load_bundle(
+                        request.bundle, precision=precision, threads=threads, keyring=keyring
+                    )
+                except BundleError as error:
+                    watcher.mark_failed(request.bundle, str(error))
+                    reasons[request.bundle.name] = str(error)
+                    failed.append((request.bundle, str(error)))
+                else:
+                    watcher.mark_loaded(request.bundle)
+        for name in dict.fromkeys(names):
+            if name not in loaded:
+                why = reasons.get(name) or f"{models_dir / name}: no version folder with a bundle"
+                raise BundleError(why)
+        store = cls(watcher, loaded, precision=precision, threads=threads, keyring=keyring)
+        store.startup_rejections = tuple(
+            Rejected(ref.name, ref.version, ref.path, why, loaded[ref.name].manifest.version)
+            for ref, why in failed
+        )
+        return store
+
+    # ---- any thread ------------------------------------------------------------------
+
+    def get(self, name: str) -> Classifier:
+        with self._lock:
+            return self._loaded[name]
+
+    def versions(self) -> dict[str, str]:
+        with self._lock:
+            return {name: c.manifest.version for name, c in self._loaded.items()}
+
+    def names(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._loaded)
+
+    def poke(self) -> None:
+        """Poll now instead of at the next interval (OTA just installed a bundle)."""
+        self._poke.set()
+
+    # ---- worker thread ---------------------------------------------------------------
+
+    def apply_ready(self) -> list[Swapped]:
+        """Swap in every bundle the loader finished; call only between batches."""
+        with self._lock:
+            if not self._ready:
+                return []
+            ready, self._ready = self._ready, {}
+            swapped = []
+            for name, item in ready.items():
+                previous = self._loaded.get(name)
+                self._loaded[name] = item.classifier
+                if previous is not None:
+                    self._retired.append(previous)  # freed on the loader thread, not here
+                manifest = item.classifier.manifest
+                swapped.append(
+                    Swapped(
+                        name=name,
+                        version=manifest.version,
+                        previous_version=previous.manifest.version if previous else None,
+                        labels=tuple(manifest.labels),
+                        previous_labels=tuple(previous.manifest.labels) if previous else None,
+                        path=item.ref.path,
+                        load_s=item.load_s,
+                        ready_at=item.ready_at,
+                    )
+                )
+        self._poke.set()
+        return swapped
+
+    # ---- loader thread ---------------------------------------------------------------
+
+    def start_watching(self, interval_s: float, on_rejected: Callable[[Rejected], None]) -> None:
+        self._loader = threading.Thread(
+            target=self._watch,
+            args=(max(MIN_POLL_INTERVAL_S, interval_s), on_rejected),
+            name="edge-agent-models",
+            daemon=True,
+        )
+        self._loader.start()
+
+    def stop_watching(self) -> None:
+        self._stopping.set()
+        self._poke.set()
+        if self._loader is not None:
+            self._loader.join(STOP_TIMEOUT_S)
+
+    def _release_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        if retired:
+            del retired  # the last references: onnxruntime frees the sessions here
+            self._trim_heap()
+
+    def _watch(self, interval_s: float, on_rejected: Callable[[Rejected], None]) -> None:
+        while not self._stopping.is_set():
+            self._release_retired()
+            try:
+                requests = self._watcher.poll()
+            except OSError as error:
+                # The models directory vanished or is unreadable: keep serving, keep looking.
+                log.error("models_dir_unreadable", reason=str(error))
+                requests = []
+            for request in requests:
+                if self._stopping.is_set():
+                    return
+                self._prepare(request.bundle, on_rejected)
+            self._poke.wait(interval_s)
+            self._poke.clear()
+
+    def _prepare(self, ref: BundleRef, on_rejected: Callable[[Rejected], None]) -> None:
+        started = time.monotonic()
+        log.info("model_loading", model=ref.name, version=ref.version, path=str(ref.path))
+        try:
+            classifier = load_bundle(
+                ref, precision=self._precision, threads=self._threads, keyring=self._keyring
+            )
+        except BundleError as error:
+            self._watcher.mark_failed(ref, str(error))
+            serving = self.versions().get(ref.name)
+            on_rejected(Rejected(ref.name, ref.version, ref.path, str(error), serving))
+            return
+        except Exception as error:  # e.g. onnxruntime refusing a graph; never end the loader
+            self._watcher.mark_failed(ref, repr(error))
+            serving = self.versions().get(ref.name)
+            on_rejected(Rejected(ref.name, ref.version, ref.path, repr(error), serving))
+            return
+        ready_at = time.monotonic()
+        self._watcher.mark_loaded(ref)
+        with self._lock:
+            self._ready[ref.name] = _Ready(ref, classifier, ready_at - started, ready_at)
+
+
+def load_bundle(
+    ref: BundleRef, *, precision: Precision, threads: int | None, keyring: Verifier | None
+) -> Classifier:
+    """Every check of `load_classifier`, plus: the bundle is filed under its own name and
+    version, so the version a result names is the folder it came from."""
+    classifier = load_classifier(ref.path, precision=precision, threads=threads, keyring=keyring)
+    manifest = classifier.manifest
+    if (manifest.name, manifest.version) != (ref.name, ref.version):
+        raise BundleError(
+            f"{ref.path}: manifest says {manifest.name} {manifest.version}, "
+            f"but the folder is {ref.name}/{ref.version}"
+        )
+    return classifier

@@ -1,0 +1,1 @@
+"""Over-the-air updates: the device's receiver, staging and worker; the operator's push."""

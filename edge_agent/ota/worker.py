@@ -1,0 +1,139 @@
+"""Runs the OTA receiver on its own thread and carries out its actions through the MQTT link.
+
+The daemon's whole OTA integration is: build an `OtaWorker`, call `connected()` from the
+link's on-connect callback, hand it every delivery whose topic starts with the OTA prefix
+(`submit`), pass the model store's verdicts (`swap_result`), and `stop()` at shutdown.
+Hashing and disk writes happen here, never on paho's network thread or the inference worker.
+A delivery is acknowledged only after the receiver has handled it (its chunk is on disk), so
+a crash means redelivery, not loss.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import structlog
+
+from edge_agent.ota.receiver import Action, Installed, OtaReceiver, Report, Subscribe, Unsubscribe
+
+log = structlog.get_logger("edge_agent.ota.receiver")
+
+STOP_TIMEOUT_S: Final = 10.0
+
+
+class OtaLink(Protocol):
+    """What the worker needs from the MQTT link (edge_agent.mqtt.link.MqttLink)."""
+
+    def subscribe(self, topics: Sequence[str]) -> None: ...  # QoS 1
+
+    def unsubscribe(self, topics: Sequence[str]) -> None: ...
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    topic: str
+    payload: bytes
+    ack: Callable[[], None] | None
+
+
+@dataclass(frozen=True)
+class _SwapResult:
+    name: str
+    version: str
+    error: str | None
+
+
+class _Connected:
+    pass
+
+
+_Job = _Delivery | _SwapResult | _Connected | None
+
+
+class OtaWorker:
+    def __init__(
+        self,
+        receiver: OtaReceiver,
+        link: OtaLink,
+        *,
+        on_installed: Callable[[Installed], None] = lambda installed: None,
+        on_report: Callable[[Report], None] = lambda report: None,
+    ) -> None:
+        self._receiver = receiver
+        self._link = link
+        self._on_installed = on_installed
+        self._on_report = on_report
+        # Unbounded on purpose: the broker's Receive Maximum and the receiver's chunk window
+        # bound what can be in flight, and blocking here would stall paho's network thread.
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ota", daemon=True)
+        self._thread.start()
+
+    def connected(self) -> None:
+        """Call on every (re)connect: subscriptions are (re)made, staged transfers resume."""
+        self._jobs.put(_Connected())
+
+    def submit(self, topic: str, payload: bytes, ack: Callable[[], None] | None = None) -> None:
+        """`ack` runs once the delivery is handled: the link's acknowledgement, bound to the
+        connection that delivered it (a message id means nothing on the next connection)."""
+        self._jobs.put(_Delivery(topic, payload, ack))
+
+    def swap_result(self, name: str, version: str, error: str | None) -> None:
+        self._jobs.put(_SwapResult(name, version, error))
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self._execute(self._handle(job))
+            except OSError as error:
+                # Disk full, read-only filesystem...: say so and keep serving; the delivery
+                # stays unacknowledged, so the broker sends it again after a reconnect.
+                log.error("ota_io_failed", reason=str(error))
+                continue
+            except Exception:
+                # A bug must not end OTA for the life of the process, nor loop on one message:
+                # log it with its traceback and acknowledge the delivery below.
+                log.exception("ota_message_failed", topic=getattr(job, "topic", None))
+            if isinstance(job, _Delivery) and job.ack is not None:
+                job.ack()
+
+    def _handle(self, job: _Delivery | _SwapResult | _Connected) -> list[Action]:
+        if isinstance(job, _Connected):
+            return self._receiver.start()
+        if isinstance(job, _SwapResult):
+            return self._receiver.on_swap_result(job.name, job.version, job.error)
+        return self._receiver.on_message(job.topic, job.payload)
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Subscribe):
+                self._link.subscribe(action.topics)
+            elif isinstance(action, Unsubscribe):
+                self._link.unsubscribe(action.topics)
+            elif isinstance(action, Report):
+                self._link.publish(action.topic, action.payload, qos=1, retain=True)
+                log.info(
+                    "ota_" + action.state,
+                    update_id=action.document.get("update_id"),
+                    model=action.document.get("name"),
+                    version=action.document.get("version"),
+                    received=action.document.get("received"),
+                    total=action.document.get("total"),
+                    reason=action.document.get("reason"),
+                )
+                self._on_report(action)
+            else:
+                log.info("ota_bundle_installed", model=action.name, version=action.version)
+                self._on_installed(action)

@@ -1,0 +1,1 @@
+"""PURE message core: deliveries in, publishes out. No paho, onnxruntime, config or daemon."""

@@ -1,0 +1,259 @@
+"""One micro-batch from deliveries to outgoing publishes: poison check, decode, classify.
+
+Runs on the worker thread and does no network I/O: it returns what to publish and the
+service publishes it, so the order "attempt recorded -> processed -> published ->
+acknowledged" stays in one place. Classification failures are isolated: a batch that
+raises is retried message by message, and a message that keeps raising is dead-lettered
+after `limits.max_attempts`. Messages that were in flight when an earlier run died
+("suspects") are classified alone, so a poison message cannot take its batch-mates down
+with it again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Final
+
+from edge_agent.config.settings import Config, RouteConfig
+from edge_agent.engine.classifier import Prediction
+from edge_agent.models.store import ModelStore
+from edge_agent.pipeline import messages, routing
+from edge_agent.pipeline.attempts import AttemptLog, message_key
+from edge_agent.pipeline.inbound import Inbound
+from edge_agent.telemetry.logs import get_logger
+
+LABELLED: Final = "labelled"
+NO_ROUTE: Final = "(no route)"
+
+log = get_logger("edge_agent.pipeline.processing")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    correlation_data: bytes | None
+    route: str  # the route's subscription, for stats
+    outcome: str  # "labelled" or an error code
+    latency_ms: float | None
+
+
+@dataclass
+class BatchResult:
+    by_delivery: list[tuple[Inbound, list[Outgoing]]]
+    keys: list[str]  # attempt keys begun for this batch; finish them once published
+    models: dict[str, int] = field(default_factory=dict)
+    classify_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    position: int  # index of the delivery in the batch
+    route: routing.Route
+    request: messages.Request
+    key: str
+    suspect: bool
+
+
+def input_spec(config: Config, route: RouteConfig) -> messages.InputSpec:
+    return messages.InputSpec(
+        mode=route.input,
+        text_field=route.text_field,
+        id_field=route.id_field,
+        passthrough=route.passthrough,
+        max_payload_bytes=config.limits.max_payload_bytes,
+        max_text_bytes=config.limits.max_text_bytes,
+    )
+
+
+class Processor:
+    def __init__(
+        self,
+        config: Config,
+        routes: tuple[routing.Route, ...],
+        store: ModelStore,
+        attempts: AttemptLog,
+    ) -> None:
+        self._config = config
+        self._routes = routes
+        self._specs = {
+            route.index: input_spec(config, config.routes[route.index]) for route in routes
+        }
+        self._qos = {route.index: config.routes[route.index].qos for route in routes}
+        self._store = store
+        self._attempts = attempts
+        self._errors_topic = config.topic(config.topics.errors)
+        self._dead_letter_topic = config.topic(config.topics.dead_letter)
+        self._max_attempts = config.limits.max_attempts
+
+    def process(self, batch: list[Inbound]) -> BatchResult:
+        outgoing: list[list[Outgoing]] = [[] for _ in batch]
+        keys: list[str] = []
+        jobs: list[_Job] = []
+        for position, inbound in enumerate(batch):
+            key = message_key(inbound.topic, inbound.payload)
+            keys.append(key)
+            previous = self._attempts.begin(key)  # on disk before any processing
+            if previous >= self._max_attempts:
+                outgoing[position] += self._dead_letter(inbound, previous, "a previous run")
+                continue
+            routes = routing.route_for(self._routes, inbound.topic, inbound.subscription_ids)
+            if not routes:
+                outgoing[position].append(
+                    self._error(
+                        inbound,
+                        messages.payload_id(inbound.payload),
+                        NO_ROUTE,
+                        messages.NO_MODEL,
+                        "no route is configured for this topic",
+                    )
+                )
+            for route in routes:
+                decoded = messages.decode(inbound.payload, self._specs[route.index])
+                if isinstance(decoded, messages.Rejected):
+                    outgoing[position].append(
+                        self._error(
+                            inbound, decoded.id, route.subscription, decoded.code, decoded.message
+                        )
+                    )
+                else:
+                    jobs.append(_Job(position, route, decoded, key, suspect=previous > 0))
+        result = BatchResult(list(zip(batch, outgoing, strict=True)), keys)
+        self._classify_all(batch, jobs, outgoing, result)
+        return result
+
+    def _classify_all(
+        self,
+        batch: list[Inbound],
+        jobs: list[_Job],
+        outgoing: list[list[Outgoing]],
+        result: BatchResult,
+    ) -> None:
+        by_model: defaultdict[str, list[_Job]] = defaultdict(list)
+        for job in jobs:
+            by_model[job.route.model].append(job)
+        models: Counter[str] = Counter()
+        for model, model_jobs in by_model.items():
+            chunks = [[job for job in model_jobs if not job.suspect]]
+            chunks += [[job] for job in model_jobs if job.suspect]
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                started = time.monotonic()
+                for job, prediction in self._classify_chunk(model, chunk, batch, outgoing):
+                    outgoing[job.position].append(
+                        self._result(batch[job.position], job, prediction)
+                    )
+                result.classify_ms += (time.monotonic() - started) * 1000
+                models[model] += len(chunk)
+        result.models = dict(models)
+
+    def _classify_chunk(
+        self, model: str, chunk: list[_Job], batch: list[Inbound], outgoing: list[list[Outgoing]]
+    ) -> list[tuple[_Job, Prediction]]:
+        classifier = self._store.get(model)
+        top_k = self._config.results.top_k
+        try:
+            predictions = classifier.classify([job.request.text for job in chunk], top_k=top_k)
+            return list(zip(chunk, predictions, strict=True))
+        except Exception as error:  # any inference failure is isolated per message, not fatal
+            if len(chunk) > 1:
+                log.warning(
+                    "batch_failed_retrying_alone", model=model, size=len(chunk), error=repr(error)
+                )
+                done: list[tuple[_Job, Prediction]] = []
+                for job in chunk:
+                    done += self._classify_chunk(model, [job], batch, outgoing)
+                return done
+            job = chunk[0]
+            attempts = self._attempts.failed(job.key)
+            log.error(
+                "message_failed",
+                model=model,
+                attempts=attempts,
+                id=job.request.id,
+                error=repr(error),
+            )
+            if attempts >= self._max_attempts:
+                outgoing[job.position] += self._dead_letter(
+                    batch[job.position], attempts, repr(error)
+                )
+                return []
+            return self._classify_chunk(model, chunk, batch, outgoing)
+
+    def _result(self, inbound: Inbound, job: _Job, prediction: Prediction) -> Outgoing:
+        manifest = self._store.get(job.route.model).manifest
+        latency_ms = (time.monotonic() - inbound.received_at) * 1000
+        outcome = messages.Outcome.from_prediction(prediction, manifest)
+        payload = messages.encode_result(
+            job.request,
+            outcome,
+            topic=inbound.topic,
+            latency_ms=latency_ms,
+            echo_text=self._config.results.echo_text,
+        )
+        topic = self._response_topic(inbound) or routing.render(
+            job.route.publish,
+            topic=inbound.topic,
+            model=job.route.model,
+            client_id=self._config.broker.client_id,
+        )
+        return Outgoing(
+            topic=topic,
+            payload=payload,
+            qos=self._qos[job.route.index],
+            correlation_data=inbound.correlation_data if self._response_topic(inbound) else None,
+            route=job.route.subscription,
+            outcome=LABELLED,
+            latency_ms=latency_ms,
+        )
+
+    def _error(
+        self, inbound: Inbound, message_id: str, route: str, code: str, text: str
+    ) -> Outgoing:
+        response = self._response_topic(inbound)
+        return Outgoing(
+            topic=response or self._errors_topic,
+            payload=messages.encode_error(message_id, topic=inbound.topic, code=code, message=text),
+            qos=1,
+            correlation_data=inbound.correlation_data if response else None,
+            route=route,
+            outcome=code,
+            latency_ms=None,
+        )
+
+    def _dead_letter(self, inbound: Inbound, attempts: int, cause: str) -> list[Outgoing]:
+        message_id = messages.payload_id(inbound.payload)
+        text = f"processing failed {attempts} times (last: {cause}); dead-lettered"
+        record = {
+            "id": message_id,
+            "topic": inbound.topic,
+            "attempts": attempts,
+            "error": {"code": messages.POISON, "message": text},
+            "payload_base64": base64.b64encode(inbound.payload).decode("ascii"),
+        }
+        log.error("message_dead_lettered", id=message_id, attempts=attempts, topic=inbound.topic)
+        dead = Outgoing(
+            topic=self._dead_letter_topic,
+            payload=json.dumps(record, separators=(",", ":")).encode(),
+            qos=1,
+            correlation_data=None,
+            route=NO_ROUTE,
+            outcome="dead_lettered",
+            latency_ms=None,
+        )
+        return [dead, self._error(inbound, message_id, NO_ROUTE, messages.POISON, text)]
+
+    @staticmethod
+    def _response_topic(inbound: Inbound) -> str | None:
+        """The MQTT 5 Response Topic, when usable. Brokers reject wildcards in it, but a
+        bad one must never become a publish that paho refuses."""
+        topic = inbound.response_topic
+        if topic is None or routing.topic_problem(topic) is not None:
+            return None
+        return topic

@@ -1,0 +1,1 @@
+"""Stats, Prometheus metrics, logging and systemd notifications."""

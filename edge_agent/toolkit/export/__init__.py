@@ -1,0 +1,1 @@
+"""Workstation: torch checkpoint -> ONNX graph -> INT8 graph -> bundle."""

@@ -1,0 +1,1 @@
+"""Workstation: MiniLM start, teacher, grouped student, distillation, the train pipeline."""
