@@ -26,7 +26,7 @@ from typing import Final
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_agent.bundle.manifest import load_manifest  # noqa: E402  (after the path set-up)
+from edge_agent.bundle.manifest import load_manifest  # noqa: E402
 from edge_agent.toolkit.train.data import read_labelled  # noqa: E402
 from tests.support.agent_process import AgentProcess, write_config  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402

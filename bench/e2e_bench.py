@@ -134,7 +134,7 @@ def prepare_bundle(bundle: Path | None, work: Path, texts: Sequence[str]) -> tup
     if bundle is not None:
         return bundle.resolve(), f"bundle {bundle}"
     if shipped.is_dir():
-        from edge_agent.bundle.manifest import resolve_bundle
+        from edge_agent.bundle.versions import resolve_bundle
 
         return resolve_bundle(REPO / "models", "sentiment"), "shipped model"
     log("no shipped model: a random-weight SqueezeBERT of the shipped shape (built once)")

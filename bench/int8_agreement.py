@@ -135,7 +135,7 @@ def fine_tune(model: Any, tokenizer: Any, texts: list[str], labels: np.ndarray, 
 def main() -> int:
     import onnxruntime as ort
 
-    from edge_agent.engine.classifier import session_options
+    from edge_agent.engine.session import session_options
     from edge_agent.toolkit.export.quantize import argmax_agreement, quantize_int8
     from edge_agent.toolkit.export.texts import default_texts_path
     from edge_agent.toolkit.export.to_onnx import encode, export_onnx, max_logit_difference

@@ -44,7 +44,7 @@ def main() -> int:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from edge_agent.engine.classifier import session_options
+    from edge_agent.engine.session import session_options
     from edge_agent.toolkit.export.to_onnx import encode
     from recipes.build_models import SEED
     from recipes.tasks import load_sst2

@@ -115,7 +115,7 @@ def _quantize_obviously(fp32: Path, int8: Path) -> None:
 def ort_runner(path: Path, threads: int) -> Runner:
     import onnxruntime as ort
 
-    from edge_agent.engine.classifier import session_options
+    from edge_agent.engine.session import session_options
 
     session = ort.InferenceSession(
         str(path), session_options(threads), providers=["CPUExecutionProvider"]

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.bundle.keys import Keyring, Signer, generate_keypair
+from edge_agent.bundle.keys import Keyring
+from edge_agent.bundle.signer import Signer, generate_keypair
 from edge_agent.mqtt.operator import BrokerAddress, publish_messages
 from edge_agent.ota.manifest import Target
 from edge_agent.ota.push import build_update, read_bundle_files

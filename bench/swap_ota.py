@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.bundle.keys import Signer, generate_keypair, sign_bundle
+from edge_agent.bundle.signer import Signer, generate_keypair, sign_bundle
 from edge_agent.mqtt.operator import BrokerAddress, publish_messages
 from edge_agent.ota.manifest import Target
 from edge_agent.ota.push import build_update, read_bundle_files

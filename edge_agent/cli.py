@@ -1,8 +1,10 @@
 """Command-line entry point: a table of subcommands, each a module in `edge_agent.commands`.
 
-Every command module exposes `configure(parser)` and `main(args) -> int`. Modules import
-heavy dependencies (torch, onnx) inside `main`, so `edge-agent --help` and the daemon stay
-light and never touch the workstation toolkit.
+Every command module exposes `configure(parser)` and `main(args) -> int`. Only the module of
+the command being run is imported (its arguments are added when the command words are on
+the command line), so `edge-agent --help` loads none of paho, onnxruntime, cryptography or
+torch, and a device never imports the workstation toolkit. Modules also import heavy
+dependencies inside `main`, so `edge-agent <command> --help` stays light too.
 """
 
 from __future__ import annotations
@@ -49,7 +51,20 @@ def _load(module_name: str) -> CommandModule:
     return module
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command words at the front of argv (`("model", "push")`), before any option."""
+    words: list[str] = []
+    for token in argv:
+        if token.startswith("-"):
+            break
+        words.append(token)
+    return tuple(words)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The whole command table with help lines; only the command named in argv (if any)
+    imports its module and gets its arguments."""
+    chosen = chosen_command(argv)
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
             container = groups[group]
         sub = container.add_parser(words[-1], help=help_text, description=help_text)
         sub.set_defaults(_module=module_name)
-        _load(module_name).configure(sub)
+        if chosen[: len(words)] == words:
+            _load(module_name).configure(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(arguments).parse_args(arguments)
     return _load(args._module).main(args)
 
 

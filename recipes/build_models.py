@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edge_agent.bundle.manifest import Reject  # noqa: E402
+from edge_agent.bundle.manifest import OutOfScopeRule  # noqa: E402
 from recipes.tasks import (  # noqa: E402
     INTENT_REJECT_SCORE,
     OOS,
@@ -211,7 +211,7 @@ def _bundle(
             oos_recall_fp32=point_fp32["oos_recall"],
             reject_threshold=threshold,
         )
-        reject = Reject(OOS, threshold, score=score)
+        reject = OutOfScopeRule(OOS, threshold, score=score)
     bundle = pack_int8_bundle(
         args.models_dir,
         name=args.model,

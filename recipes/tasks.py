@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from edge_agent.engine.out_of_scope import SCORE_KINDS, in_scope_scores, rejected
+from edge_agent.bundle.manifest import SCORE_KINDS
+from edge_agent.engine.out_of_scope import in_scope_scores, out_of_scope_rows
 from edge_agent.toolkit.train.augment import recombined_texts
 from edge_agent.toolkit.train.data import LabelledTexts, encode_texts, read_labelled, split_indices
 from edge_agent.toolkit.train.distil import RecipeOptions, label_targets
@@ -214,7 +215,9 @@ def oos_operating_point(
     import numpy as np
 
     oos = labels.index(OOS)
-    pred = np.where(rejected(logits, labels, OOS, score, threshold), oos, np.argmax(logits, axis=1))
+    pred = np.where(
+        out_of_scope_rows(logits, labels, OOS, score, threshold), oos, np.argmax(logits, axis=1)
+    )
     truth = np.asarray(targets)
     in_scope = truth != oos
     return {

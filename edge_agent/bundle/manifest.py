@@ -1,46 +1,35 @@
-"""The model bundle format: manifest schema, file hashes, signatures, active version.
+"""manifest.json: its schema, parsed and validated into a frozen `Manifest`.
 
-A bundle is a folder `<models_dir>/<name>/<version>/` (see docs/bundle-format.md). This
-module reads and checks it without running anything; `engine.py` builds the classifier.
-Every failure is a `BundleError` whose message names the file and the problem, because
-the person reading it is usually looking at a device log with no other context.
+Pure: bytes in, a `Manifest` or a `BundleError` naming the file out. Checking the files the
+manifest lists is `edge_agent.bundle.verify`; running the model is `edge_agent.engine`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
-from edge_agent.engine.out_of_scope import SCORE_KINDS
+from edge_agent.bundle.layout import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    TOKENIZER_FILE,
+    BundleError,
+)
 
-FORMAT_VERSION: Final = 1
-MANIFEST_FILE: Final = "manifest.json"
-SIGNATURE_FILE: Final = "manifest.sig"
-MODEL_FILE: Final = "model.onnx"
-FP32_MODEL_FILE: Final = "model.fp32.onnx"
-TOKENIZER_FILE: Final = "tokenizer.json"
 TASKS: Final = ("single-label", "multi-label")
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VERSION_PATTERN: Final = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 CARD_FIELDS: Final = ("intended_use", "training_data", "limitations", "created")
-_HASH_CHUNK: Final = 1 << 20
+# How the out-of-scope rule measures confidence (edge_agent/engine/out_of_scope.py).
+SCORE_KINDS: Final = ("probability", "energy")
 
 Task = Literal["single-label", "multi-label"]
-
-
-class BundleError(Exception):
-    """A bundle cannot be used; the message names the file and the problem."""
-
-
-class Verifier(Protocol):
-    """Checks a detached signature (implemented by `edge_agent.bundle.keys`)."""
-
-    def verify(self, data: bytes, signature: bytes) -> None: ...  # raises on failure
 
 
 @dataclass(frozen=True)
@@ -50,9 +39,9 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
-class Reject:
-    """Single-label out-of-scope rule: `score` below `threshold` -> `label`
-    (edge_agent/engine/out_of_scope.py: `probability` or `energy`)."""
+class OutOfScopeRule:
+    """Single-label out-of-scope rule (the manifest's `reject`): `score` below `threshold`
+    -> `label` (edge_agent/engine/out_of_scope.py: `probability` or `energy`)."""
 
     label: str
     threshold: float
@@ -83,7 +72,7 @@ class Manifest:
     files: dict[str, FileEntry]
     golden: tuple[GoldenExample, ...] = ()
     thresholds: dict[str, float] = field(default_factory=dict)
-    reject: Reject | None = None
+    reject: OutOfScopeRule | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     card: dict[str, str] = field(default_factory=dict)
     min_agent_version: str | None = None
@@ -135,14 +124,6 @@ def version_key(version: str) -> tuple[int, int, int]:
     if match is None:
         raise ValueError(f"not a MAJOR.MINOR.PATCH version: {version!r}")
     return int(match[1]), int(match[2]), int(match[3])
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_manifest(bundle_dir: Path) -> Manifest:
@@ -265,7 +246,7 @@ def _parse_thresholds(raw: Any, labels: list[str], task: str) -> dict[str, float
     return thresholds
 
 
-def _parse_reject(raw: Any, task: str) -> Reject | None:
+def _parse_reject(raw: Any, task: str) -> OutOfScopeRule | None:
     if raw is None:
         return None
     if task != "single-label":
@@ -281,7 +262,7 @@ def _parse_reject(raw: Any, task: str) -> Reject | None:
         raise ValueError("reject.threshold must be in [0, 1] for score 'probability'")
     if not math.isfinite(threshold):
         raise ValueError("reject.threshold must be a finite number")
-    return Reject(label=label, threshold=float(threshold), score=score)
+    return OutOfScopeRule(label=label, threshold=float(threshold), score=score)
 
 
 def _parse_golden(raw: Any) -> GoldenExample:
@@ -296,63 +277,3 @@ def _parse_golden(raw: Any) -> GoldenExample:
         score=float(_require(raw, "score", (int, float))),
         score_fp32=None if score_fp32 is None else float(score_fp32),
     )
-
-
-def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
-    """Every listed file exists with its size and sha256, and nothing else is there."""
-    for name, entry in manifest.files.items():
-        path = bundle_dir / name
-        try:
-            size = path.stat().st_size
-        except OSError as error:
-            raise BundleError(f"{path}: listed in the manifest but missing") from error
-        if size != entry.size:
-            raise BundleError(f"{path}: size {size} differs from the manifest's {entry.size}")
-        if sha256_file(path) != entry.sha256:
-            raise BundleError(f"{path}: sha256 differs from the manifest (corrupt or altered)")
-    allowed = {*manifest.files, MANIFEST_FILE, SIGNATURE_FILE}
-    extra = sorted(p.name for p in bundle_dir.iterdir() if p.name not in allowed)
-    if extra:
-        raise BundleError(f"{bundle_dir / extra[0]}: not listed in the manifest")
-
-
-def verify_signature(bundle_dir: Path, keyring: Verifier) -> None:
-    """manifest.sig must be a valid signature over manifest.json's exact bytes."""
-    signature_path = bundle_dir / SIGNATURE_FILE
-    try:
-        signature = signature_path.read_bytes()
-    except OSError as error:
-        raise BundleError(f"{signature_path}: missing; signatures are required") from error
-    data = (bundle_dir / MANIFEST_FILE).read_bytes()
-    try:
-        keyring.verify(data, signature)
-    except Exception as error:  # the verifier's own exception type is its business
-        raise BundleError(f"{signature_path}: signature check failed: {error}") from error
-
-
-def resolve_bundle(models_dir: Path, name: str) -> Path:
-    """The active version folder of model `name`.
-
-    The `current` symlink wins when present; otherwise the highest semantic version whose
-    folder holds a manifest.json. Dot-folders (installs in progress) are ignored.
-    """
-    model_dir = models_dir / name
-    current = model_dir / "current"
-    if current.is_symlink() or current.exists():
-        target = current.resolve()
-        if not (target / MANIFEST_FILE).is_file():
-            raise BundleError(f"{current}: points to {target}, which holds no {MANIFEST_FILE}")
-        return target
-    if not model_dir.is_dir():
-        raise BundleError(f"{model_dir}: no such model folder")
-    versions: list[tuple[tuple[int, int, int], Path]] = []
-    for child in model_dir.iterdir():
-        if child.name.startswith(".") or not (child / MANIFEST_FILE).is_file():
-            continue
-        try:
-            versions.append((version_key(child.name), child))
-        except ValueError:
-            continue
-    if not versions:
-        raise BundleError(f"{model_dir}: no version folder with a {MANIFEST_FILE}")
-    return max(versions)[1]

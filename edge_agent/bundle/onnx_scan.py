@@ -15,6 +15,8 @@ subgraphs, functions, training info, sparse tensors) and skip everything else by
 
 from __future__ import annotations
 
+import mmap
+from pathlib import Path
 from typing import Final
 
 WIRE_VARINT: Final = 0
@@ -64,6 +66,19 @@ def external_data_problem(model: bytes | memoryview) -> str | None:
     except OnnxCheckError as exc:
         return str(exc)
     return None
+
+
+def external_data_problem_in_file(path: Path) -> str | None:
+    """The same check on a file, mapped rather than read: an fp32 model may not fit in a
+    Pi's memory twice."""
+    if path.stat().st_size == 0:
+        return external_data_problem(b"")
+    with (
+        open(path, "rb") as handle,
+        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+        memoryview(mapped) as view,
+    ):
+        return external_data_problem(view)
 
 
 def _walk(data: memoryview, kind: str, depth: int) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from edge_agent.mqtt.operator import BrokerAddress
+if TYPE_CHECKING:  # paho loads only when a command connects, not for --help
+    from edge_agent.mqtt.operator import BrokerAddress
 
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +28,8 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
 
 
 def broker_from_args(args: argparse.Namespace) -> BrokerAddress:
+    from edge_agent.mqtt.operator import BrokerAddress
+
     return BrokerAddress(
         host=args.host,
         port=args.port,

@@ -57,7 +57,8 @@ def percentile(samples: list[float], q: float) -> float:
 def main(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edge_agent.bundle.manifest import MANIFEST_FILE, BundleError, resolve_bundle
+    from edge_agent.bundle.layout import MANIFEST_FILE, BundleError
+    from edge_agent.bundle.versions import resolve_bundle
     from edge_agent.engine.classifier import load_classifier
 
     bundle = args.bundle

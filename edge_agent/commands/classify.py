@@ -34,7 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # onnxruntime loads only when a model is really used, not for --help.
-    from edge_agent.bundle.manifest import BundleError, resolve_bundle
+    from edge_agent.bundle.layout import BundleError
+    from edge_agent.bundle.versions import resolve_bundle
     from edge_agent.engine.classifier import load_classifier
 
     # stdout carries only results; the engine's log lines go to stderr.
@@ -46,7 +47,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"edge-agent: model error: {error}", file=sys.stderr)
         return STARTUP_FAILURE
     spec = messages.InputSpec(mode="text", max_text_bytes=args.max_text_bytes)
-    manifest = classifier.manifest
     texts: Iterator[str] = iter(args.texts) if args.texts else _stdin_lines()
     # Interactive stdin gets an answer per line; pipes and arguments are batched.
     size = len(args.texts) if args.texts else (1 if sys.stdin.isatty() else CHUNK)
@@ -57,15 +57,13 @@ def main(args: argparse.Namespace) -> int:
         predictions = iter(classifier.classify([r.text for r in requests], top_k=args.top_k))
         latency_ms = (time.monotonic() - started) * 1000 / max(1, len(chunk))
         for item in decoded:
-            if isinstance(item, messages.Rejected):
+            if isinstance(item, messages.BadInput):
                 line = messages.encode_error(
                     item.id, topic=None, code=item.code, message=item.message
                 )
             else:
-                prediction = next(predictions)
-                outcome = messages.Outcome.from_prediction(prediction, manifest)
                 line = messages.encode_result(
-                    item, outcome, topic=None, latency_ms=latency_ms, echo_text=False
+                    item, next(predictions), topic=None, latency_ms=latency_ms, echo_text=False
                 )
             sys.stdout.write(line.decode("utf-8") + "\n")
         sys.stdout.flush()

@@ -42,13 +42,10 @@ def describe(manifest: object) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge_agent.bundle.manifest import (
-        MANIFEST_FILE,
-        BundleError,
-        load_manifest,
-        resolve_bundle,
-        verify_files,
-    )
+    from edge_agent.bundle.layout import MANIFEST_FILE, BundleError
+    from edge_agent.bundle.manifest import load_manifest
+    from edge_agent.bundle.verify import verify_files
+    from edge_agent.bundle.versions import resolve_bundle
 
     bundle = args.bundle
     try:

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.bundle.keys import KeyFileError, generate_keypair
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -16,6 +14,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # cryptography loads only when the command runs, not for --help.
+    from edge_agent.bundle.keys import KeyFileError
+    from edge_agent.bundle.signer import generate_keypair
+
     try:
         pair = generate_keypair(args.out)
     except (KeyFileError, OSError) as exc:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.engine.out_of_scope import SCORE_KINDS
+from edge_agent.bundle.manifest import SCORE_KINDS
 
 
 def _key_value(text: str) -> tuple[str, float]:
@@ -49,7 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge_agent.bundle.manifest import BundleError, Reject
+    from edge_agent.bundle.layout import BundleError
+    from edge_agent.bundle.manifest import OutOfScopeRule
     from edge_agent.toolkit.export.pack import pack_bundle
     from edge_agent.toolkit.export.texts import read_texts
 
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     reject = None
     if args.reject is not None:
         label, threshold = args.reject
-        reject = Reject(label, threshold, score=args.reject_score)
+        reject = OutOfScopeRule(label, threshold, score=args.reject_score)
     try:
         bundle = pack_bundle(
             args.models_dir,

@@ -7,11 +7,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.bundle.keys import KeyFileError, Signer
 from edge_agent.commands._broker_options import add_broker_options, broker_from_args
-from edge_agent.mqtt.operator import BrokerError, publish_messages
-from edge_agent.ota.manifest import DEFAULT_CHUNK_SIZE, Target, UpdateRejectedError
-from edge_agent.ota.push import BundleReadError, build_update, read_bundle_files
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle folder")
     parser.add_argument("--key", required=True, type=Path, help="private key (PEM)")
     parser.add_argument("--expires-days", type=float, default=14.0, help="default 14")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    parser.add_argument("--chunk-size", type=int, help="bytes per chunk; default 128 KiB")
     parser.add_argument(
         "--downgrade", action="store_true", help="allow devices to go back to this version"
     )
@@ -30,6 +26,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # paho and cryptography load only when the command runs, not for --help.
+    from edge_agent.bundle.keys import KeyFileError
+    from edge_agent.bundle.signer import Signer
+    from edge_agent.mqtt.operator import BrokerError, publish_messages
+    from edge_agent.ota.manifest import DEFAULT_CHUNK_SIZE, Target, UpdateRejectedError
+    from edge_agent.ota.push import BundleReadError, build_update, read_bundle_files
+
     try:
         update = build_update(
             read_bundle_files(args.bundle),
@@ -38,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
             prefix=args.prefix,
             now=datetime.now(UTC),
             expires_in=timedelta(days=args.expires_days),
-            chunk_size=args.chunk_size,
+            chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
             downgrade=args.downgrade,
             min_agent_version=args.min_agent_version,
         )

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.bundle.keys import KeyFileError, Signer, sign_bundle
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle folder holding manifest.json")
@@ -15,6 +13,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # cryptography loads only when the command runs, not for --help.
+    from edge_agent.bundle.keys import KeyFileError
+    from edge_agent.bundle.signer import Signer, sign_bundle
+
     try:
         signer = Signer.from_file(args.key)
         path = sign_bundle(args.bundle, signer)

@@ -7,7 +7,6 @@ import json
 import sys
 
 from edge_agent.commands._broker_options import add_broker_options, broker_from_args
-from edge_agent.mqtt.operator import BrokerError, collect_retained
 
 COLUMNS = ("device", "name", "version", "state", "progress", "at", "reason")
 
@@ -22,6 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # paho loads only when the command runs, not for --help.
+    from edge_agent.mqtt.operator import BrokerError, collect_retained
+
     device = args.device or "+"
     try:
         found = collect_retained(

@@ -11,9 +11,6 @@ import argparse
 import sys
 
 from edge_agent.commands._broker_options import add_broker_options, broker_from_args
-from edge_agent.mqtt.operator import BrokerError, collect_retained, publish_messages
-from edge_agent.ota.manifest import UpdateRejectedError, update_topic
-from edge_agent.ota.push import clear_update
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +22,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # paho and cryptography load only when the command runs, not for --help.
+    from edge_agent.mqtt.operator import BrokerError, collect_retained, publish_messages
+    from edge_agent.ota.manifest import UpdateRejectedError, update_topic
+    from edge_agent.ota.push import clear_update
+
     topic = update_topic(args.prefix, device=args.device, fleet=args.fleet)
     broker = broker_from_args(args)
     try:

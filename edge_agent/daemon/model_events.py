@@ -1,16 +1,12 @@
-"""How model changes reach the outside: events on `<status topic>/events`, the log, stats,
-and the OTA worker's report loop.
+"""How model changes reach the outside: the retained status, events, the log and stats.
 
-The model store decides and swaps; the OTA worker stages and installs; this module is the
-glue between them and MQTT, so the service only forwards calls:
-- `rejected` (loader thread) and `swapped` (worker thread, between batches) publish
-  `model_rejected` / `model_swapped` events and tell the OTA worker the verdict, which it
-  reports as `swapped` or `rejected: model store refused it: ...`;
-- with `ota.enabled`: deliveries under `ota.prefix` go to the OTA worker (`takes`/`deliver`),
-  never into the inference queue, and are acknowledged through the ack ledger once handled;
-  every OTA report is mirrored on the events topic as `ota_<state>`.
-Events are QoS 1 and not retained: they are facts about a moment, the retained status
-(`models` in the online message) is the state.
+- `publish_online`: the retained status `{"state": "online", "version", "models"}`, on every
+  connect and after every swap, so `models` always names what serves now;
+- `swapped` (worker thread, between batches) and `rejected` (loader thread): the
+  `model_swapped` / `model_rejected` events on `<status topic>/events`;
+- `ota_report`: every OTA report mirrored as an `ota_<state>` event.
+Events are QoS 1 and not retained: they are facts about a moment, the retained status is
+the state. The link queues publishes while disconnected, so none of these blocks.
 """
 
 from __future__ import annotations
@@ -18,91 +14,37 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from edge_agent.bundle.keys import Keyring
-from edge_agent.config.settings import Config
-from edge_agent.models.store import ModelStore, Rejected, Swapped
+from edge_agent import __version__
+from edge_agent.models.store import BundleRefused, Swapped
 from edge_agent.mqtt.link import MqttLink
-from edge_agent.ota.receiver import OtaReceiver, OtaSettings, Report
-from edge_agent.ota.worker import OtaWorker
-from edge_agent.pipeline.acks import AckLedger, DeliveryRef
-from edge_agent.pipeline.inbound import Inbound
+from edge_agent.ota.receiver import Report
 from edge_agent.telemetry.logs import get_logger
 from edge_agent.telemetry.stats import Stats
 
-log = get_logger("edge_agent.models")
+log = get_logger(__name__)
 
 
-class ModelUpdates:
+class ModelEvents:
     def __init__(
         self,
-        config: Config,
-        store: ModelStore,
         link: MqttLink,
         stats: Stats,
-        keyring: Keyring | None,
         *,
-        events_topic: str,
-        on_versions_changed: Callable[[], None],
+        status_topic: str,
+        versions: Callable[[], dict[str, str]],
     ) -> None:
         self._link = link
         self._stats = stats
-        self._events_topic = events_topic
-        self._on_versions_changed = on_versions_changed
-        prefix = config.ota.prefix.rstrip("/")
-        self._ota_prefix = prefix + "/"
-        self.ota: OtaWorker | None = None
-        if config.ota.enabled:
-            receiver = OtaReceiver(
-                OtaSettings(
-                    config.broker.client_id,
-                    fleet=config.ota.fleet,
-                    prefix=prefix,
-                    served_models=frozenset(route.model for route in config.routes),
-                ),
-                keyring or Keyring({}),
-                Path(config.models_dir),
-                config.state_path,
-            )
-            self.ota = OtaWorker(
-                receiver,
-                link,
-                on_installed=lambda installed: store.poke(),
-                on_report=self._ota_report,
-            )
+        self._status_topic = status_topic
+        self._events_topic = status_topic + "/events"
+        self._versions = versions
 
-    # ---- OTA plumbing (network thread; never blocks) ---------------------------------
+    def publish_online(self) -> None:
+        online = {"state": "online", "version": __version__, "models": self._versions()}
+        self._link.publish(self._status_topic, json.dumps(online).encode(), qos=1, retain=True)
 
-    def takes(self, topic: str) -> bool:
-        return self.ota is not None and topic.startswith(self._ota_prefix)
-
-    def deliver(self, inbound: Inbound, ledger: AckLedger) -> None:
-        """Hand an OTA delivery to the OTA worker. It is acknowledged through the ledger (in
-        arrival order, and only on the connection that delivered it) once handled, e.g. its
-        chunk is on disk: a crash before that means redelivery, not loss."""
-        assert self.ota is not None
-        ack = None
-        if inbound.qos > 0:
-            ref = DeliveryRef(inbound.generation, inbound.mid)
-            ledger.arrived(ref)
-
-            def ack() -> None:
-                ledger.expect(ref, 0)
-
-        self.ota.submit(inbound.topic, inbound.payload, ack=ack)
-
-    def connected(self) -> None:
-        if self.ota is not None:
-            self.ota.connected()  # re-subscribe, resume staged transfers
-
-    def stop(self, timeout_s: float) -> None:
-        if self.ota is not None:
-            self.ota.stop(timeout_s=timeout_s)
-
-    # ---- verdicts of the model store -------------------------------------------------
-
-    def rejected(self, rejected: Rejected) -> None:
+    def rejected(self, rejected: BundleRefused) -> None:
         log.error(
             "model_rejected",
             model=rejected.name,
@@ -118,8 +60,6 @@ class ModelUpdates:
             reason=rejected.reason,
             serving_version=rejected.serving_version,
         )
-        if self.ota is not None:
-            self.ota.swap_result(rejected.name, rejected.version, rejected.reason)
 
     def swapped(self, swapped: Swapped) -> None:
         self._stats.set_model(swapped.name, swapped.version)
@@ -144,17 +84,13 @@ class ModelUpdates:
             fields["labels"] = list(swapped.labels)
             fields["previous_labels"] = list(swapped.previous_labels or ())
         self.publish_event("model_swapped", **fields)
-        self._on_versions_changed()
-        if self.ota is not None:
-            self.ota.swap_result(swapped.name, swapped.version, None)
+        self.publish_online()
 
-    # ---- events ------------------------------------------------------------------------
+    def ota_report(self, report: Report) -> None:
+        fields = {key: value for key, value in report.document.items() if key != "state"}
+        self.publish_event("ota_" + report.state, **fields)
 
     def publish_event(self, event: str, **fields: object) -> None:
         body = {"event": event, **fields}
         body.setdefault("at", round(time.time(), 3))
         self._link.publish(self._events_topic, json.dumps(body, separators=(",", ":")).encode())
-
-    def _ota_report(self, report: Report) -> None:
-        fields = {key: value for key, value in report.document.items() if key != "state"}
-        self.publish_event("ota_" + report.state, **fields)

@@ -1,5 +1,7 @@
 """The daemon's lifecycle, after uvicorn's server.py: startup, a ticking main loop, drain.
 
+The parts arrive built (edge_agent/daemon/wiring.py); this module only runs them.
+
 Threads:
 - paho's network thread (edge_agent.mqtt.link) converts deliveries and hands them to the batcher;
 - one worker thread takes micro-batches, decodes, classifies, publishes results, and swaps
@@ -8,7 +10,8 @@ Threads:
   up new bundles while the old one keeps serving (edge_agent/models/store.py);
 - with `ota.enabled`, the OTA worker thread stages updates delivered over the same MQTT
   connection and installs them into the models directory, where the loader finds them
-  (edge_agent/daemon/model_events.py ties store, OTA and the events topic together);
+  (edge_agent/daemon/ota_channel.py); the store's verdicts go to the events topic
+  (edge_agent/daemon/model_events.py) and back to the OTA worker, which reports them;
 - the main thread ticks: READY once connected, WATCHDOG only while both other threads are
   alive and making progress, periodic stats, and the signal-driven shutdown.
 
@@ -29,19 +32,18 @@ from types import FrameType
 from typing import Any, Final
 
 from edge_agent import __version__
-from edge_agent.bundle.keys import Keyring
-from edge_agent.config.settings import Config, RouteConfig
-from edge_agent.daemon.model_events import ModelUpdates
-from edge_agent.models.store import ModelStore
-from edge_agent.mqtt.link import MqttLink, Subscription
-from edge_agent.pipeline import routing
+from edge_agent.config.settings import Config
+from edge_agent.daemon.model_events import ModelEvents
+from edge_agent.daemon.ota_channel import OtaChannel
+from edge_agent.models.store import BundleRefused, ModelStore, Swapped
+from edge_agent.mqtt.link import MqttLink
 from edge_agent.pipeline.acks import AckLedger, DeliveryRef
 from edge_agent.pipeline.attempts import AttemptLog
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.inbound import Inbound
 from edge_agent.pipeline.processing import Outgoing, Processor
 from edge_agent.telemetry.logs import get_logger
-from edge_agent.telemetry.metrics import MetricsServer, render_prometheus
+from edge_agent.telemetry.metrics import MetricsServer
 from edge_agent.telemetry.sd_notify import Notifier
 from edge_agent.telemetry.stats import Stats
 
@@ -52,7 +54,7 @@ WORKER_POLL_S: Final = 0.5
 WORKER_STALL_S: Final = 30.0
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
-log = get_logger("edge_agent.daemon.service")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,54 +93,31 @@ class Service:
     def __init__(
         self,
         config: Config,
+        *,
         store: ModelStore,
         attempts: AttemptLog,
-        notifier: Notifier | None = None,
-        keyring: Keyring | None = None,
+        stats: Stats,
+        processor: Processor,
+        batcher: Batcher[Inbound],
+        link: MqttLink,
+        ledger: AckLedger,
+        events: ModelEvents,
+        ota: OtaChannel | None,
+        metrics: MetricsServer | None,
+        notifier: Notifier,
     ) -> None:
         self.config = config
         self.store = store
         self.attempts = attempts
-        self.notifier = notifier or Notifier()
-        self.stats = Stats()
-        self.metrics: MetricsServer | None = None
-        if config.metrics.enabled:
-            self.metrics = MetricsServer(
-                config.metrics.host,
-                config.metrics.port,
-                lambda: render_prometheus(self.stats.snapshot()),
-            )
-        for name, version in store.versions().items():
-            self.stats.set_model(name, version)
-        self.routes = tuple(_route(index, route) for index, route in enumerate(config.routes))
-        self.processor = Processor(config, self.routes, store, attempts)
-        self.batcher: Batcher[Inbound] = Batcher(
-            bound=config.broker.receive_maximum,
-            max_batch=config.batching.max_batch,
-            max_wait_s=config.batching.max_wait_ms / 1000,
-        )
-        self.status_topic = config.topic(config.topics.status)
-        self.link = MqttLink(
-            config.broker,
-            subscriptions=[
-                Subscription(route.subscription, route.index + 1, route.group is not None)
-                for route in self.routes
-            ],
-            status_topic=self.status_topic,
-            on_inbound=self._on_inbound,
-            on_connected=self._on_connected,
-            on_disconnected=self._on_disconnected,
-        )
-        self.ledger = AckLedger(send_ack=self.link.ack)
-        self.updates = ModelUpdates(
-            config,
-            store,
-            self.link,
-            self.stats,
-            keyring,
-            events_topic=self.status_topic + "/events",
-            on_versions_changed=self._publish_online,
-        )
+        self.stats = stats
+        self.processor = processor
+        self.batcher = batcher
+        self.link = link
+        self.ledger = ledger
+        self.events = events
+        self.ota = ota
+        self.metrics = metrics
+        self.notifier = notifier
         self.should_exit = threading.Event()
         self.force_exit = False
         self._worker = threading.Thread(target=self._work, name="edge-agent-worker", daemon=True)
@@ -154,15 +133,15 @@ class Service:
         """Serve until a signal; returns the exit status."""
         self.install_signal_handlers()
         self._worker.start()
-        for rejected in self.store.startup_rejections:
-            self.updates.rejected(rejected)  # queued by the link until it is connected
-        self.store.start_watching(self.config.models.poll_interval_s, self.updates.rejected)
-        self.link.start(receive_maximum=self.config.broker.receive_maximum)
+        for refused in self.store.startup_rejections:
+            self._bundle_refused(refused)  # queued by the link until it is connected
+        self.store.start_watching(self.config.models.poll_interval_s, self._bundle_refused)
+        self.link.start(self, receive_maximum=self.config.broker.receive_maximum)
         log.info(
             "agent_started",
             version=__version__,
             models=self.store.versions(),
-            routes=[route.subscription for route in self.routes],
+            routes=[route.subscribe for route in self.config.routes],
             broker=f"{self.config.broker.host}:{self.config.broker.port}",
         )
         next_watchdog = 0.0
@@ -220,7 +199,8 @@ class Service:
         self.batcher.close()
         self.store.stop_watching()
         self._wait(lambda: not self._worker.is_alive(), deadline)
-        self.updates.stop(timeout_s=max(0.1, deadline - time.monotonic()))
+        if self.ota is not None:
+            self.ota.stop(timeout_s=max(0.1, deadline - time.monotonic()))
         self._wait(lambda: self.ledger.pending() == 0, deadline)
         unfinished = self.ledger.pending()
         remaining = max(0.0, deadline - time.monotonic())
@@ -279,11 +259,11 @@ class Service:
             self._last_status = line
             self.notifier.status(line)
 
-    # ---- network thread callbacks (never block) ---------------------------------------
+    # ---- network thread callbacks (the link's LinkHandler; never block) ------------------
 
-    def _on_inbound(self, inbound: Inbound) -> None:
-        if self.updates.takes(inbound.topic):
-            self.updates.deliver(inbound, self.ledger)  # OTA: never into the inference queue
+    def on_inbound(self, inbound: Inbound) -> None:
+        if self.ota is not None and self.ota.takes(inbound.topic):
+            self.ota.deliver(inbound)  # never into the inference queue
             return
         self.stats.message_received()
         if inbound.qos > 0:
@@ -295,7 +275,7 @@ class Service:
                 "queue_over_bound", depth=len(self.batcher), bound=self.batcher.bound, times=count
             )
 
-    def _on_connected(self, generation: int, session_present: bool) -> None:
+    def on_connected(self, generation: int, session_present: bool) -> None:
         forgotten = self.ledger.new_connection(generation)
         requeued = 0
         if session_present:
@@ -305,15 +285,26 @@ class Service:
         if forgotten or requeued:
             log.info("redelivery_expected", unacknowledged=forgotten, dropped_from_queue=requeued)
         self.stats.set_connected(True)
-        self._publish_online()
-        self.updates.connected()
+        self.events.publish_online()
+        if self.ota is not None:
+            self.ota.connected()
 
-    def _publish_online(self) -> None:
-        online = {"state": "online", "version": __version__, "models": self.store.versions()}
-        self.link.publish(self.status_topic, json.dumps(online).encode(), qos=1, retain=True)
-
-    def _on_disconnected(self) -> None:
+    def on_disconnected(self) -> None:
         self.stats.set_connected(False)
+
+    # ---- the model store's verdicts --------------------------------------------------
+
+    def _bundle_refused(self, refused: BundleRefused) -> None:
+        """Loader thread (or startup): the model keeps its serving version."""
+        self.events.rejected(refused)
+        if self.ota is not None:
+            self.ota.swap_result(refused.name, refused.version, refused.reason)
+
+    def _bundle_swapped(self, swapped: Swapped) -> None:
+        """Worker thread, between two batches."""
+        self.events.swapped(swapped)
+        if self.ota is not None:
+            self.ota.swap_result(swapped.name, swapped.version, None)
 
     # ---- worker thread -------------------------------------------------------------------
 
@@ -322,7 +313,7 @@ class Service:
             batch = self.batcher.next_batch(WORKER_POLL_S)
             self._worker_beat = time.monotonic()
             for swapped in self.store.apply_ready():  # between batches, never inside one
-                self.updates.swapped(swapped)
+                self._bundle_swapped(swapped)
             if not batch:
                 if self.batcher.closed and len(self.batcher) == 0:
                     return
@@ -375,13 +366,3 @@ class Service:
                 # Logged by the link; counting it done keeps later messages flowing.
                 done()
             self.stats.result_published(item.route, item.outcome, item.latency_ms)
-
-
-def _route(index: int, route: RouteConfig) -> routing.Route:
-    return routing.Route(
-        index=index,
-        filter=route.subscribe,
-        model=route.model,
-        publish=route.publish,
-        group=route.group,
-    )

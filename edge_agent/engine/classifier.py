@@ -8,31 +8,23 @@ without ever serving from a half-checked model.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-import structlog
 from tokenizers import Tokenizer
 
-from edge_agent.bundle.manifest import (
-    FP32_MODEL_FILE,
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    BundleError,
-    Manifest,
-    Verifier,
-    load_manifest,
-    verify_files,
-    verify_signature,
-)
-from edge_agent.engine.out_of_scope import rejected
+from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, TOKENIZER_FILE, BundleError
+from edge_agent.bundle.manifest import Manifest
+from edge_agent.bundle.verify import Verifier, verify_bundle
+from edge_agent.engine.out_of_scope import out_of_scope_rows
+from edge_agent.engine.prediction import LabelScore, Prediction
+from edge_agent.engine.session import OUTPUT_NAME, load_tokenizer, open_session
+from edge_agent.telemetry.logs import get_logger
 
 Precision = Literal["auto", "int8", "fp32"]
 GOLDEN_SCORE_TOLERANCE: Final = 1e-3
@@ -40,97 +32,9 @@ GOLDEN_SCORE_TOLERANCE: Final = 1e-3
 # keeping the per-run overhead amortised.
 MAX_RUN_BATCH: Final = 32
 _TIMING_ROUNDS: Final = 5
-_INPUT_NAMES: Final = ("input_ids", "attention_mask")
-_OUTPUT_NAME: Final = "logits"
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 FloatArray = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str  # argmax (single-label, after `reject`) or top label (multi-label)
-    score: float
-    top_k: tuple[LabelScore, ...]
-    labels: tuple[str, ...]  # multi-label: all above threshold; single-label: (label,)
-    truncated: bool  # the tokenizer cut tokens at max_seq_len
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (SMT siblings share one core's ALUs)."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    cores: set[tuple[str, str]] = set()
-    for cpu in allowed:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            core = (topology / "core_id").read_text().strip()
-        except OSError:
-            return max(1, len(allowed))
-        cores.add((package, core))
-    return max(1, len(cores) or (os.cpu_count() or 1))
-
-
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Options for a small CPU: intra-op threads = physical cores, no inter-op pool."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads if threads is not None else physical_cores()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # warnings from ORT would otherwise go to stderr raw
-    # onnxruntime's worker threads spin after every run, waiting for the next one. On a
-    # device whose cores also run paho's thread, the broker and other services, that
-    # burns them between batches: at half load the agent kept 1.33 of 2 cores busy with
-    # spinning workers and 0.81 without, and its saturated throughput was no lower
-    # (docs/benchmarks.md). The price is a slower lone inference (0.8 -> 1.2 ms here).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-def open_session(model_path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session whose interface matches the bundle contract."""
-    try:
-        session = ort.InferenceSession(
-            str(model_path), session_options(threads), providers=["CPUExecutionProvider"]
-        )
-    except Exception as error:  # onnxruntime raises its own untyped exceptions
-        raise BundleError(f"{model_path}: onnxruntime cannot load it: {error}") from error
-    inputs = {i.name: i for i in session.get_inputs()}
-    for name in _INPUT_NAMES:
-        if name not in inputs or inputs[name].type != "tensor(int64)":
-            raise BundleError(f"{model_path}: graph needs an int64 input {name!r}")
-        if len(inputs[name].shape) != 2:
-            raise BundleError(f"{model_path}: input {name!r} must be [batch, seq]")
-    if set(inputs) != set(_INPUT_NAMES):
-        raise BundleError(f"{model_path}: unexpected graph inputs {sorted(inputs)}")
-    outputs = [o.name for o in session.get_outputs()]
-    if outputs != [_OUTPUT_NAME]:
-        raise BundleError(f"{model_path}: graph outputs {outputs}, expected ['logits']")
-    return session
-
-
-def load_tokenizer(path: Path, max_seq_len: int) -> Tokenizer:
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a bare Exception subclass from Rust
-        raise BundleError(f"{path}: not a valid tokenizers file: {error}") from error
-    return configure_tokenizer(tokenizer, max_seq_len)
-
-
-def configure_tokenizer(tokenizer: Tokenizer, max_seq_len: int) -> Tokenizer:
-    """Truncate at max_seq_len, pad to the longest text of a batch (changes `tokenizer`)."""
-    tokenizer.enable_truncation(max_length=max_seq_len)
-    pad_token = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else None
-    pad_id = tokenizer.token_to_id(pad_token) if pad_token else 0
-    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token or "[PAD]")
-    return tokenizer
 
 
 class Classifier:
@@ -153,6 +57,7 @@ class Classifier:
         self.precision = precision
         self.bundle_dir = bundle_dir
         self._labels = manifest.labels
+        self._identity = (manifest.name, manifest.version)
         self._thresholds = np.array(
             [manifest.threshold(label) for label in manifest.labels], dtype=np.float32
         )
@@ -171,7 +76,7 @@ class Classifier:
         all_truncated: list[bool] = []
         for start in range(0, len(texts), MAX_RUN_BATCH):
             feeds, truncated = self.encode(texts[start : start + MAX_RUN_BATCH])
-            (out,) = self.session.run([_OUTPUT_NAME], feeds)
+            (out,) = self.session.run([OUTPUT_NAME], feeds)
             all_logits.append(np.asarray(out, dtype=np.float32))
             all_truncated.extend(truncated)
         if not all_logits:
@@ -198,7 +103,7 @@ class Classifier:
         probabilities = self.scores(logits)
         reject = self.manifest.reject
         out_of_scope = (
-            rejected(logits, self._labels, reject.label, reject.score, reject.threshold)
+            out_of_scope_rows(logits, self._labels, reject.label, reject.score, reject.threshold)
             if reject is not None
             else np.zeros(len(logits), dtype=bool)
         )
@@ -217,10 +122,12 @@ class Classifier:
         best = ranked[0]
         if self.manifest.task == "multi-label":
             above = tuple(self._labels[i] for i in order if probabilities[i] >= self._thresholds[i])
-            return Prediction(best.label, best.score, ranked[:top_k], above, truncated)
+            return Prediction(
+                best.label, best.score, ranked[:top_k], above, truncated, *self._identity
+            )
         reject = self.manifest.reject
         label = reject.label if reject is not None and out_of_scope else best.label
-        return Prediction(label, best.score, ranked[:top_k], (label,), truncated)
+        return Prediction(label, best.score, ranked[:top_k], (label,), truncated, *self._identity)
 
 
 def check_golden(classifier: Classifier, model_file: str) -> None:
@@ -259,11 +166,11 @@ def _timing_feeds(tokenizer: Tokenizer, seq_len: int) -> dict[str, npt.NDArray[n
 
 def _time_session(session: ort.InferenceSession, feeds: dict[str, npt.NDArray[np.int64]]) -> float:
     """Median seconds for one run of `feeds`."""
-    session.run([_OUTPUT_NAME], feeds)  # first run allocates; not representative
+    session.run([OUTPUT_NAME], feeds)  # first run allocates; not representative
     times = []
     for _ in range(_TIMING_ROUNDS):
         start = time.perf_counter()
-        session.run([_OUTPUT_NAME], feeds)
+        session.run([OUTPUT_NAME], feeds)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -312,10 +219,7 @@ def load_classifier(
     if precision not in ("auto", "int8", "fp32"):
         raise ValueError(f"precision must be auto, int8 or fp32, not {precision!r}")
     bundle_dir = Path(bundle_dir)
-    if keyring is not None:
-        verify_signature(bundle_dir, keyring)
-    manifest = load_manifest(bundle_dir)
-    verify_files(bundle_dir, manifest)
+    manifest = verify_bundle(bundle_dir, keyring)
     tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE, manifest.max_seq_len)
     chosen, model_file, session = _choose_precision(
         bundle_dir, manifest, tokenizer, precision, threads

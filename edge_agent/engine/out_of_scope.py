@@ -20,12 +20,11 @@ Pure numpy: shared by the engine and by the recipes that choose the threshold.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-SCORE_KINDS: Final = ("probability", "energy")
+from edge_agent.bundle.manifest import SCORE_KINDS
 
 # float64 like the manifest's threshold (a JSON number), so the comparison adds no rounding
 Scores = npt.NDArray[np.float64]
@@ -52,7 +51,7 @@ def in_scope_scores(
     return result
 
 
-def rejected(
+def out_of_scope_rows(
     logits: npt.NDArray[np.floating],
     labels: Sequence[str],
     reject_label: str,

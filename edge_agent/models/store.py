@@ -24,21 +24,24 @@ import ctypes
 import ctypes.util
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from edge_agent.bundle.manifest import BundleError, Verifier
+from edge_agent.bundle.layout import BundleError
+from edge_agent.bundle.verify import Verifier
+from edge_agent.bundle.versions import BundleRef
 from edge_agent.engine.classifier import Classifier, Precision, load_classifier
-from edge_agent.models.watch import BundleRef, ModelWatcher
+from edge_agent.engine.prediction import Prediction
+from edge_agent.models.watch import ModelWatcher
 from edge_agent.telemetry.logs import get_logger
 
 # The loader never polls faster than this, whatever the config says.
 MIN_POLL_INTERVAL_S: Final = 0.05
 STOP_TIMEOUT_S: Final = 10.0
 
-log = get_logger("edge_agent.models")
+log = get_logger(__name__)
 
 
 def _heap_trimmer() -> Callable[[], None]:
@@ -77,7 +80,7 @@ class Swapped:
 
 
 @dataclass(frozen=True)
-class Rejected:
+class BundleRefused:
     """A bundle that failed a check; the model it was meant for keeps its current version."""
 
     name: str
@@ -114,7 +117,7 @@ class ModelStore:
         self._ready: dict[str, _Ready] = {}
         self._retired: list[Classifier] = []
         # Bundles skipped at start-up for an older one; the service reports them once running.
-        self.startup_rejections: tuple[Rejected, ...] = ()
+        self.startup_rejections: tuple[BundleRefused, ...] = ()
         self._trim_heap = _heap_trimmer()
         self._poke = threading.Event()
         self._stopping = threading.Event()
@@ -155,7 +158,7 @@ class ModelStore:
                 raise BundleError(why)
         store = cls(watcher, loaded, precision=precision, threads=threads, keyring=keyring)
         store.startup_rejections = tuple(
-            Rejected(ref.name, ref.version, ref.path, why, loaded[ref.name].manifest.version)
+            BundleRefused(ref.name, ref.version, ref.path, why, loaded[ref.name].manifest.version)
             for ref, why in failed
         )
         return store
@@ -165,6 +168,10 @@ class ModelStore:
     def get(self, name: str) -> Classifier:
         with self._lock:
             return self._loaded[name]
+
+    def classify(self, name: str, texts: Sequence[str], *, top_k: int) -> list[Prediction]:
+        """The pipeline's `Classify`: one call, one classifier, so one version per call."""
+        return self.get(name).classify(texts, top_k=top_k)
 
     def versions(self) -> dict[str, str]:
         with self._lock:
@@ -210,7 +217,9 @@ class ModelStore:
 
     # ---- loader thread ---------------------------------------------------------------
 
-    def start_watching(self, interval_s: float, on_rejected: Callable[[Rejected], None]) -> None:
+    def start_watching(
+        self, interval_s: float, on_rejected: Callable[[BundleRefused], None]
+    ) -> None:
         self._loader = threading.Thread(
             target=self._watch,
             args=(max(MIN_POLL_INTERVAL_S, interval_s), on_rejected),
@@ -232,7 +241,7 @@ class ModelStore:
             del retired  # the last references: onnxruntime frees the sessions here
             self._trim_heap()
 
-    def _watch(self, interval_s: float, on_rejected: Callable[[Rejected], None]) -> None:
+    def _watch(self, interval_s: float, on_rejected: Callable[[BundleRefused], None]) -> None:
         while not self._stopping.is_set():
             self._release_retired()
             try:
@@ -248,7 +257,7 @@ class ModelStore:
             self._poke.wait(interval_s)
             self._poke.clear()
 
-    def _prepare(self, ref: BundleRef, on_rejected: Callable[[Rejected], None]) -> None:
+    def _prepare(self, ref: BundleRef, on_rejected: Callable[[BundleRefused], None]) -> None:
         started = time.monotonic()
         log.info("model_loading", model=ref.name, version=ref.version, path=str(ref.path))
         try:
@@ -258,12 +267,12 @@ class ModelStore:
         except BundleError as error:
             self._watcher.mark_failed(ref, str(error))
             serving = self.versions().get(ref.name)
-            on_rejected(Rejected(ref.name, ref.version, ref.path, str(error), serving))
+            on_rejected(BundleRefused(ref.name, ref.version, ref.path, str(error), serving))
             return
         except Exception as error:  # e.g. onnxruntime refusing a graph; never end the loader
             self._watcher.mark_failed(ref, repr(error))
             serving = self.versions().get(ref.name)
-            on_rejected(Rejected(ref.name, ref.version, ref.path, repr(error), serving))
+            on_rejected(BundleRefused(ref.name, ref.version, ref.path, repr(error), serving))
             return
         ready_at = time.monotonic()
         self._watcher.mark_loaded(ref)

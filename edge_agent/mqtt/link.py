@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -42,7 +42,7 @@ from edge_agent.telemetry.logs import get_logger
 
 OFFLINE_PAYLOAD: Final = json.dumps({"state": "offline"}).encode()
 
-log = get_logger("edge_agent.mqtt")
+log = get_logger(__name__)
 
 
 def _properties(packet_type: int) -> Properties:
@@ -76,6 +76,17 @@ class _PahoLogBridge(logging.Handler):
             log.info("paho_log", message=record.getMessage())
 
 
+class LinkHandler(Protocol):
+    """What the daemon does with the link's events; called on paho's network thread, so
+    none of these may block."""
+
+    def on_inbound(self, inbound: Inbound) -> None: ...
+
+    def on_connected(self, generation: int, session_present: bool) -> None: ...
+
+    def on_disconnected(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Subscription:
     topic_filter: str  # may be $share/<group>/<filter>
@@ -84,22 +95,18 @@ class Subscription:
 
 
 class MqttLink:
+    _handler: LinkHandler  # set by start(), before any callback can fire
+
     def __init__(
         self,
         broker: BrokerConfig,
         *,
         subscriptions: list[Subscription],
         status_topic: str,
-        on_inbound: Callable[[Inbound], None],
-        on_connected: Callable[[int, bool], None],
-        on_disconnected: Callable[[], None],
     ) -> None:
         self._broker = broker
         self._subscriptions = subscriptions
         self._status_topic = status_topic
-        self._on_inbound = on_inbound
-        self._on_connected = on_connected
-        self._on_disconnected = on_disconnected
         self._v5 = broker.protocol == 5
         self._lock = threading.Lock()
         self._pending: dict[int, Callable[[], None] | None] = {}
@@ -153,8 +160,10 @@ class MqttLink:
         client.enable_logger(paho_logger)
         return client
 
-    def start(self, receive_maximum: int) -> None:
-        """Connect in the background (retrying with backoff) and start the network thread."""
+    def start(self, handler: LinkHandler, receive_maximum: int) -> None:
+        """Connect in the background (retrying with backoff) and start the network thread;
+        from now on deliveries and connection changes go to `handler`."""
+        self._handler = handler
         properties: Properties | None = None
         if self._v5:
             properties = _properties(PacketTypes.CONNECT)
@@ -206,7 +215,7 @@ class MqttLink:
             session_present=flags.session_present,
             generation=generation,
         )
-        self._on_connected(generation, flags.session_present)
+        self._handler.on_connected(generation, flags.session_present)
 
     def _subscribe(self, client: paho.Client) -> None:
         for subscription in self._subscriptions:
@@ -255,7 +264,7 @@ class MqttLink:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected:
-            self._on_disconnected()
+            self._handler.on_disconnected()
         if self._accepting:
             delay = self._set_next_delay()
             log.warning("broker_disconnected", reason=str(reason), retry_in_s=round(delay, 2))
@@ -284,7 +293,7 @@ class MqttLink:
         if not accepting:
             # Draining: not acknowledged, so the broker redelivers it after the restart.
             return
-        self._on_inbound(
+        self._handler.on_inbound(
             Inbound(
                 topic=topic,
                 payload=bytes(message.payload),

@@ -19,9 +19,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from edge_agent.bundle.keys import Keyring, SignatureError, Signer
+from edge_agent.bundle.keys import Keyring, SignatureError
+from edge_agent.bundle.layout import (
+    BUNDLE_FILES,
+    MANIFEST_FILE,
+    REQUIRED_FILES,
+    SIGNATURE_FILE,
+)
 from edge_agent.bundle.manifest import NAME_PATTERN
-from edge_agent.models.watch import Version, version_key
+from edge_agent.bundle.signer import Signer
+from edge_agent.bundle.versions import Version, version_key
 
 FORMAT: Final = 1
 PAYLOAD_TYPE: Final = "edge-agent-ota"
@@ -32,13 +39,6 @@ DEFAULT_CHUNK_SIZE: Final = 128 << 10
 MAX_FILE_BYTES: Final = 1 << 30
 UPDATE_ID_HEX_CHARS: Final = 16
 
-# The only files a bundle may hold (docs/design.md). A fixed list rather than a path check:
-# a name that is not here cannot be a path, so it cannot escape the bundle folder.
-BUNDLE_FILES: Final = frozenset(
-    {"manifest.json", "manifest.sig", "model.onnx", "model.fp32.onnx", "tokenizer.json"}
-)
-REQUIRED_FILES: Final = frozenset({"manifest.json", "model.onnx", "tokenizer.json"})
-ONNX_FILES: Final = frozenset({"model.onnx", "model.fp32.onnx"})
 MODEL_NAME_RE: Final = NAME_PATTERN  # the bundle format's rule (docs/design.md)
 # Device ids and fleet groups become MQTT topic levels: no wildcards, separators or NUL.
 TARGET_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -334,7 +334,7 @@ def check_bundle_manifest(manifest: UpdateManifest, bundle_manifest: bytes) -> N
     expected = {
         spec.name: {"sha256": spec.sha256, "size": spec.size}
         for spec in manifest.files.values()
-        if spec.name not in ("manifest.json", "manifest.sig")
+        if spec.name not in (MANIFEST_FILE, SIGNATURE_FILE)
     }
     listed = doc.get("files")
     if not isinstance(listed, dict) or not all(isinstance(e, dict) for e in listed.values()):

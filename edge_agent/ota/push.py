@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from edge_agent.bundle.keys import MANIFEST_FILE, SIGNATURE_FILE, Signer
+from edge_agent.bundle.layout import BUNDLE_FILES, MANIFEST_FILE, SIGNATURE_FILE
+from edge_agent.bundle.signer import Signer
 from edge_agent.ota.manifest import (
-    BUNDLE_FILES,
     DEFAULT_CHUNK_SIZE,
     FileSpec,
     Target,

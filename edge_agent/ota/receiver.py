@@ -26,10 +26,9 @@ from typing import Final
 
 from edge_agent import __version__
 from edge_agent.bundle.keys import Keyring
-from edge_agent.bundle.onnx_scan import external_data_problem
-from edge_agent.models.watch import highest_installed_version
+from edge_agent.bundle.layout import CURRENT_LINK, MANIFEST_FILE, ONNX_FILES
+from edge_agent.bundle.versions import highest_installed_version
 from edge_agent.ota.manifest import (
-    ONNX_FILES,
     FileSpec,
     UpdateManifest,
     UpdateRejectedError,
@@ -258,11 +257,11 @@ class OtaReceiver:
 
     def _already_installed(self, manifest: UpdateManifest) -> bool:
         """The same bundle is already on disk (e.g. sent to the device and to its fleet)."""
-        existing = self._models_dir / manifest.name / manifest.version / "manifest.json"
+        existing = self._models_dir / manifest.name / manifest.version / MANIFEST_FILE
         if not existing.is_file():
             return False
         digest = hashlib.sha256(existing.read_bytes()).hexdigest()
-        if digest != manifest.files["manifest.json"].sha256:
+        if digest != manifest.files[MANIFEST_FILE].sha256:
             raise UpdateRejectedError(
                 f"{manifest.name}/{manifest.version} is installed with different content"
             )
@@ -316,7 +315,7 @@ class OtaReceiver:
         try:
             transfer.staging.verify_file(spec)
             if spec.name in ONNX_FILES:
-                transfer.staging.scan_onnx(spec, external_data_problem)
+                transfer.staging.scan_onnx(spec)
         except UpdateRejectedError as exc:
             return self._abandon(transfer, str(exc))
         transfer.verified_files.add(spec.name)
@@ -329,7 +328,7 @@ class OtaReceiver:
         try:
             self._check_admissible(manifest)  # time passed and versions may have moved meanwhile
             check_bundle_manifest(
-                manifest, transfer.staging.read_file(manifest.files["manifest.json"])
+                manifest, transfer.staging.read_file(manifest.files[MANIFEST_FILE])
             )
             bundle_dir = transfer.staging.finalize()
         except UpdateRejectedError as exc:
@@ -340,7 +339,7 @@ class OtaReceiver:
                 bundle_dir, self._models_dir, manifest.name, manifest.version
             )
             model_dir = self._models_dir / manifest.name
-            if manifest.downgrade or (model_dir / "current").is_symlink():
+            if manifest.downgrade or (model_dir / CURRENT_LINK).is_symlink():
                 point_current(self._models_dir, manifest.name, manifest.version)
         except (UpdateRejectedError, OSError) as exc:
             return actions + self._abandon(transfer, f"install failed: {exc}")

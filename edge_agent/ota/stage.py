@@ -17,13 +17,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import mmap
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from edge_agent.bundle.layout import CURRENT_LINK
+from edge_agent.bundle.onnx_scan import external_data_problem_in_file
 from edge_agent.ota.manifest import FileSpec, UpdateManifest, UpdateRejectedError
 
 ENVELOPE_FILE: Final = "envelope.json"
@@ -122,18 +122,9 @@ class Staging:
     def read_file(self, spec: FileSpec) -> bytes:
         return self.part_path(spec).read_bytes()
 
-    def scan_onnx(self, spec: FileSpec, find_problem: Callable[[memoryview], str | None]) -> None:
-        """Check the file mapped, not read: an fp32 model may not fit in a Pi's memory."""
-        problem: str | None = None
-        if spec.size == 0:
-            problem = find_problem(memoryview(b""))
-        else:
-            with (
-                open(self.part_path(spec), "rb") as handle,
-                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
-                memoryview(mapped) as view,
-            ):
-                problem = find_problem(view)
+    def scan_onnx(self, spec: FileSpec) -> None:
+        """The bundle format's ONNX scan (no external data), before anything is installed."""
+        problem = external_data_problem_in_file(self.part_path(spec))
         if problem is not None:
             raise UpdateRejectedError(problem)
 
@@ -184,7 +175,7 @@ def point_current(models_dir: Path, name: str, version: str) -> None:
     temporary = model_dir / ".current.tmp"
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(version)
-    os.replace(temporary, model_dir / "current")
+    os.replace(temporary, model_dir / CURRENT_LINK)
     fsync_dir(model_dir)
 
 

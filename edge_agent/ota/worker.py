@@ -16,11 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-import structlog
-
 from edge_agent.ota.receiver import Action, Installed, OtaReceiver, Report, Subscribe, Unsubscribe
+from edge_agent.telemetry.logs import get_logger
 
-log = structlog.get_logger("edge_agent.ota.receiver")
+log = get_logger(__name__)
 
 STOP_TIMEOUT_S: Final = 10.0
 

@@ -1,9 +1,9 @@
 """Payloads in, results out: pure functions, no I/O, no model.
 
-`decode` turns any bytes into a `Request` (text to classify) or a `Rejected` (a stable
+`decode` turns any bytes into a `Request` (text to classify) or a `BadInput` (a stable
 error code and a clear message). It never raises for any input: invalid UTF-8, deep JSON
 (which makes Python's json raise RecursionError, not ValueError), wrong types and
-oversized payloads all become `Rejected`. Long text is cut by bytes *before* it reaches
+oversized payloads all become `BadInput`. Long text is cut by bytes *before* it reaches
 the tokenizer, whose cost grows with the whole input, and the cut is flagged.
 The encode functions build the published JSON (schema in docs/design.md).
 """
@@ -15,13 +15,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
+from edge_agent.engine.prediction import Prediction  # pure data, no onnxruntime
 from edge_agent.pipeline import routing
-
-if TYPE_CHECKING:  # engine imports onnxruntime; this module stays pure
-    from edge_agent.bundle.manifest import Manifest
-    from edge_agent.engine.classifier import Prediction
 
 MAX_ID_CHARS: Final = 128
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -62,7 +59,7 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Rejected:
+class BadInput:
     id: str
     code: str
     message: str
@@ -74,10 +71,10 @@ def payload_id(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
-def decode(payload: bytes, spec: InputSpec) -> Request | Rejected:
+def decode(payload: bytes, spec: InputSpec) -> Request | BadInput:
     fallback_id = payload_id(payload)
     if len(payload) > spec.max_payload_bytes:
-        return Rejected(
+        return BadInput(
             fallback_id,
             PAYLOAD_TOO_LARGE,
             f"payload is {len(payload)} bytes, the limit is {spec.max_payload_bytes}",
@@ -85,7 +82,7 @@ def decode(payload: bytes, spec: InputSpec) -> Request | Rejected:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as error:
-        return Rejected(
+        return BadInput(
             fallback_id, INVALID_UTF8, f"payload is not valid UTF-8 at byte {error.start}"
         )
     wants_json = spec.mode == "json" or (spec.mode == "auto" and text.lstrip().startswith("{"))
@@ -94,24 +91,24 @@ def decode(payload: bytes, spec: InputSpec) -> Request | Rejected:
     return _decode_json(fallback_id, text, spec)
 
 
-def _decode_json(fallback_id: str, text: str, spec: InputSpec) -> Request | Rejected:
+def _decode_json(fallback_id: str, text: str, spec: InputSpec) -> Request | BadInput:
     try:
         document = json.loads(text)
     except RecursionError:
-        return Rejected(fallback_id, TOO_DEEP, "JSON is nested too deeply")
+        return BadInput(fallback_id, TOO_DEEP, "JSON is nested too deeply")
     except ValueError as error:
         detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
         where = f" at character {error.pos}" if isinstance(error, json.JSONDecodeError) else ""
-        return Rejected(fallback_id, INVALID_JSON, f"payload is not valid JSON: {detail}{where}")
+        return BadInput(fallback_id, INVALID_JSON, f"payload is not valid JSON: {detail}{where}")
     if not isinstance(document, dict):
-        return Rejected(
+        return BadInput(
             fallback_id, WRONG_TYPE, f"expected a JSON object, got {_json_type(document)}"
         )
     message_id = fallback_id
     if spec.id_field in document:
         usable = _usable_id(document[spec.id_field])
         if usable is None:
-            return Rejected(
+            return BadInput(
                 fallback_id,
                 INVALID_ID,
                 f"field {spec.id_field!r} must be a string or integer of at most "
@@ -119,12 +116,12 @@ def _decode_json(fallback_id: str, text: str, spec: InputSpec) -> Request | Reje
             )
         message_id = usable
     if spec.text_field not in document:
-        return Rejected(
+        return BadInput(
             message_id, MISSING_TEXT_FIELD, f"JSON object has no {spec.text_field!r} field"
         )
     value = document[spec.text_field]
     if not isinstance(value, str):
-        return Rejected(
+        return BadInput(
             message_id,
             WRONG_TYPE,
             f"field {spec.text_field!r} must be a string, got {_json_type(value)}",
@@ -135,13 +132,13 @@ def _decode_json(fallback_id: str, text: str, spec: InputSpec) -> Request | Reje
 
 def _text_request(
     message_id: str, text: str, spec: InputSpec, extra: dict[str, Any]
-) -> Request | Rejected:
+) -> Request | BadInput:
     if not text.strip():
-        return Rejected(message_id, EMPTY_TEXT, "text is empty")
+        return BadInput(message_id, EMPTY_TEXT, "text is empty")
     surrogate = _LONE_SURROGATE.search(text)
     if surrogate is not None:
         # JSON can escape one ("\udc80"); it is no Unicode text: the tokenizer raises on it.
-        return Rejected(
+        return BadInput(
             message_id,
             INVALID_UTF8,
             f"text has a lone UTF-16 surrogate at character {surrogate.start()}",
@@ -189,40 +186,9 @@ def _json_type(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-@dataclass(frozen=True)
-class ScoredLabel:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Everything a published result says; built from the engine's Prediction."""
-
-    label: str
-    score: float
-    top_k: tuple[ScoredLabel, ...]
-    labels: tuple[str, ...]
-    model_name: str
-    model_version: str
-    truncated: bool
-
-    @classmethod
-    def from_prediction(cls, prediction: Prediction, manifest: Manifest) -> Outcome:
-        return cls(
-            label=prediction.label,
-            score=prediction.score,
-            top_k=tuple(ScoredLabel(item.label, item.score) for item in prediction.top_k),
-            labels=prediction.labels,
-            model_name=manifest.name,
-            model_version=manifest.version,
-            truncated=prediction.truncated,
-        )
-
-
 def encode_result(
     request: Request,
-    outcome: Outcome,
+    prediction: Prediction,
     *,
     topic: str | None,
     latency_ms: float,
@@ -231,13 +197,15 @@ def encode_result(
     body: dict[str, Any] = {
         "id": request.id,
         "topic": topic,
-        "label": outcome.label,
-        "score": round(outcome.score, 6),
-        "top_k": [{"label": item.label, "score": round(item.score, 6)} for item in outcome.top_k],
-        "labels": list(outcome.labels),
-        "model": {"name": outcome.model_name, "version": outcome.model_version},
+        "label": prediction.label,
+        "score": round(prediction.score, 6),
+        "top_k": [
+            {"label": item.label, "score": round(item.score, 6)} for item in prediction.top_k
+        ],
+        "labels": list(prediction.labels),
+        "model": {"name": prediction.model, "version": prediction.version},
         "latency_ms": round(latency_ms, 3),
-        "truncated": outcome.truncated or request.truncated,
+        "truncated": prediction.truncated or request.truncated,
     }
     if echo_text:
         body["text"] = request.text

@@ -15,12 +15,11 @@ import base64
 import json
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
-from edge_agent.config.settings import Config, RouteConfig
-from edge_agent.engine.classifier import Prediction
-from edge_agent.models.store import ModelStore
+from edge_agent.engine.prediction import Prediction
 from edge_agent.pipeline import messages, routing
 from edge_agent.pipeline.attempts import AttemptLog, message_key
 from edge_agent.pipeline.inbound import Inbound
@@ -29,7 +28,25 @@ from edge_agent.telemetry.logs import get_logger
 LABELLED: Final = "labelled"
 NO_ROUTE: Final = "(no route)"
 
-log = get_logger("edge_agent.pipeline.processing")
+log = get_logger(__name__)
+
+
+class Classify(Protocol):
+    """Label texts with the named model's current version (edge_agent.models.store)."""
+
+    def __call__(self, model: str, texts: Sequence[str], /, *, top_k: int) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What processing needs from the config, resolved (topics rendered) by the daemon."""
+
+    client_id: str
+    errors_topic: str
+    dead_letter_topic: str
+    max_attempts: int
+    top_k: int
+    echo_text: bool
 
 
 @dataclass(frozen=True)
@@ -60,36 +77,19 @@ class _Job:
     suspect: bool
 
 
-def input_spec(config: Config, route: RouteConfig) -> messages.InputSpec:
-    return messages.InputSpec(
-        mode=route.input,
-        text_field=route.text_field,
-        id_field=route.id_field,
-        passthrough=route.passthrough,
-        max_payload_bytes=config.limits.max_payload_bytes,
-        max_text_bytes=config.limits.max_text_bytes,
-    )
-
-
 class Processor:
     def __init__(
         self,
-        config: Config,
         routes: tuple[routing.Route, ...],
-        store: ModelStore,
+        classify: Classify,
         attempts: AttemptLog,
+        settings: Settings,
     ) -> None:
-        self._config = config
         self._routes = routes
-        self._specs = {
-            route.index: input_spec(config, config.routes[route.index]) for route in routes
-        }
-        self._qos = {route.index: config.routes[route.index].qos for route in routes}
-        self._store = store
+        self._classify = classify
         self._attempts = attempts
-        self._errors_topic = config.topic(config.topics.errors)
-        self._dead_letter_topic = config.topic(config.topics.dead_letter)
-        self._max_attempts = config.limits.max_attempts
+        self._settings = settings
+        self._max_attempts = settings.max_attempts
 
     def process(self, batch: list[Inbound]) -> BatchResult:
         outgoing: list[list[Outgoing]] = [[] for _ in batch]
@@ -114,8 +114,8 @@ class Processor:
                     )
                 )
             for route in routes:
-                decoded = messages.decode(inbound.payload, self._specs[route.index])
-                if isinstance(decoded, messages.Rejected):
+                decoded = messages.decode(inbound.payload, route.spec)
+                if isinstance(decoded, messages.BadInput):
                     outgoing[position].append(
                         self._error(
                             inbound, decoded.id, route.subscription, decoded.code, decoded.message
@@ -156,10 +156,9 @@ class Processor:
     def _classify_chunk(
         self, model: str, chunk: list[_Job], batch: list[Inbound], outgoing: list[list[Outgoing]]
     ) -> list[tuple[_Job, Prediction]]:
-        classifier = self._store.get(model)
-        top_k = self._config.results.top_k
+        top_k = self._settings.top_k
         try:
-            predictions = classifier.classify([job.request.text for job in chunk], top_k=top_k)
+            predictions = self._classify(model, [job.request.text for job in chunk], top_k=top_k)
             return list(zip(chunk, predictions, strict=True))
         except Exception as error:  # any inference failure is isolated per message, not fatal
             if len(chunk) > 1:
@@ -187,26 +186,24 @@ class Processor:
             return self._classify_chunk(model, chunk, batch, outgoing)
 
     def _result(self, inbound: Inbound, job: _Job, prediction: Prediction) -> Outgoing:
-        manifest = self._store.get(job.route.model).manifest
         latency_ms = (time.monotonic() - inbound.received_at) * 1000
-        outcome = messages.Outcome.from_prediction(prediction, manifest)
         payload = messages.encode_result(
             job.request,
-            outcome,
+            prediction,
             topic=inbound.topic,
             latency_ms=latency_ms,
-            echo_text=self._config.results.echo_text,
+            echo_text=self._settings.echo_text,
         )
         topic = self._response_topic(inbound) or routing.render(
             job.route.publish,
             topic=inbound.topic,
             model=job.route.model,
-            client_id=self._config.broker.client_id,
+            client_id=self._settings.client_id,
         )
         return Outgoing(
             topic=topic,
             payload=payload,
-            qos=self._qos[job.route.index],
+            qos=job.route.qos,
             correlation_data=inbound.correlation_data if self._response_topic(inbound) else None,
             route=job.route.subscription,
             outcome=LABELLED,
@@ -218,7 +215,7 @@ class Processor:
     ) -> Outgoing:
         response = self._response_topic(inbound)
         return Outgoing(
-            topic=response or self._errors_topic,
+            topic=response or self._settings.errors_topic,
             payload=messages.encode_error(message_id, topic=inbound.topic, code=code, message=text),
             qos=1,
             correlation_data=inbound.correlation_data if response else None,
@@ -239,7 +236,7 @@ class Processor:
         }
         log.error("message_dead_lettered", id=message_id, attempts=attempts, topic=inbound.topic)
         dead = Outgoing(
-            topic=self._dead_letter_topic,
+            topic=self._settings.dead_letter_topic,
             payload=json.dumps(record, separators=(",", ":")).encode(),
             qos=1,
             correlation_data=None,

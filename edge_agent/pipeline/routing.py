@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # messages imports this module for its topic-level rule
+    from edge_agent.pipeline.messages import InputSpec
 
 PLACEHOLDERS: Final = frozenset({"topic", "model", "client_id"})
 _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
@@ -19,13 +22,15 @@ MAX_TOPIC_BYTES: Final = 65535  # MQTT strings carry a two-byte length
 
 @dataclass(frozen=True)
 class Route:
-    """A configured route, reduced to what matching and rendering need."""
+    """One configured route, resolved: everything the pipeline needs to serve it."""
 
-    index: int
+    index: int  # position in the config; index + 1 is its MQTT 5 Subscription Identifier
     filter: str  # the plain topic filter, without any $share prefix
     model: str
-    publish: str
+    publish: str  # output topic template
     group: str | None
+    spec: InputSpec  # how its payloads are read
+    qos: int  # of its results
 
     @property
     def subscription(self) -> str:

@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Final
 
-import structlog
-
 from edge_agent import __version__
+from edge_agent.telemetry.logs import get_logger
 from edge_agent.telemetry.stats import LATENCY_BUCKETS_MS, StatsSnapshot
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -27,7 +26,7 @@ METRICS_PATH: Final = "/metrics"
 # A scraper that opens a connection and sends nothing must not hold the server forever.
 REQUEST_TIMEOUT_S: Final = 5.0
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 def render_prometheus(snapshot: StatsSnapshot) -> str:

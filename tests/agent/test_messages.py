@@ -8,15 +8,16 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.engine.prediction import LabelScore, Prediction
 from edge_agent.pipeline import messages
-from edge_agent.pipeline.messages import InputSpec, Rejected, Request, cut_text, decode
+from edge_agent.pipeline.messages import BadInput, InputSpec, Request, cut_text, decode
 
 SPEC = InputSpec(max_payload_bytes=1000, max_text_bytes=50, passthrough=("room",))
 
 
 def code(payload: bytes, spec: InputSpec = SPEC) -> str:
     result = decode(payload, spec)
-    assert isinstance(result, Rejected), result
+    assert isinstance(result, BadInput), result
     return result.code
 
 
@@ -72,9 +73,7 @@ def test_cut_text_boundaries() -> None:
 
 def test_encode_result_and_error_are_json() -> None:
     request = Request("id1", "t", truncated=True, passthrough={"room": "r"})
-    outcome = messages.Outcome(
-        "pos", 0.9, (messages.ScoredLabel("pos", 0.9),), ("pos",), "m", "1.0.0", truncated=False
-    )
+    outcome = Prediction("pos", 0.9, (LabelScore("pos", 0.9),), ("pos",), False, "m", "1.0.0")
     body = json.loads(
         messages.encode_result(request, outcome, topic="a/b", latency_ms=1.5, echo_text=False)
     )
@@ -95,7 +94,7 @@ def test_encode_result_and_error_are_json() -> None:
 def test_decode_never_raises(payload: bytes) -> None:
     for mode in ("auto", "text", "json"):
         result = decode(payload, InputSpec(mode=mode, max_payload_bytes=1500, max_text_bytes=100))  # type: ignore[arg-type]
-        assert isinstance(result, Request | Rejected)
+        assert isinstance(result, Request | BadInput)
         if isinstance(result, Request):
             assert len(result.text.encode("utf-8", "surrogatepass")) <= 100
             assert result.text.strip()
@@ -123,11 +122,9 @@ def test_whatever_decode_returns_encodes_to_json(document: dict[str, object]) ->
     # json.dumps escapes lone surrogates ("\udc80"), which json.loads turns back into them
     payload = json.dumps(document).encode()
     result = decode(payload, InputSpec(passthrough=("meta",)))
-    if isinstance(result, Rejected):
+    if isinstance(result, BadInput):
         encoded = messages.encode_error(result.id, topic="t", code=result.code, message="m")
     else:
-        outcome = messages.Outcome(
-            "pos", 0.9, (messages.ScoredLabel("pos", 0.9),), ("pos",), "m", "1", truncated=False
-        )
+        outcome = Prediction("pos", 0.9, (LabelScore("pos", 0.9),), ("pos",), False, "m", "1")
         encoded = messages.encode_result(result, outcome, topic="t", latency_ms=1, echo_text=True)
     assert json.loads(encoded)["id"] == result.id

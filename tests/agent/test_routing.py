@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.pipeline import routing
+from edge_agent.pipeline.messages import InputSpec
 
 
 @pytest.mark.parametrize(
@@ -35,8 +36,8 @@ def test_render_never_reinterprets_topic_content() -> None:
 
 def test_route_for_uses_subscription_ids_then_filters() -> None:
     routes = (
-        routing.Route(0, "a/+", "m1", "{topic}/l", None),
-        routing.Route(1, "a/#", "m2", "{topic}/l", "g"),
+        routing.Route(0, "a/+", "m1", "{topic}/l", None, InputSpec(), qos=1),
+        routing.Route(1, "a/#", "m2", "{topic}/l", "g", InputSpec(), qos=1),
     )
     assert [r.model for r in routing.route_for(routes, "a/b", (2,))] == ["m2"]
     assert [r.model for r in routing.route_for(routes, "a/b", (1, 2))] == ["m1", "m2"]

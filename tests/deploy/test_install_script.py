@@ -202,7 +202,7 @@ def test_reinstall_upgrades_code_and_keeps_operator_files(
     model = root / "var/lib/edge-agent/models/sentiment/1.0.0/model.onnx"
     model_inode = model.stat().st_ino
     (package,) = (root / "opt/edge-agent/venv/lib").glob("python3*/site-packages/edge_agent")
-    (package / "stats.py").unlink()  # stands for any file an upgrade must bring back
+    (package / "telemetry" / "stats.py").unlink()  # stands for any file an upgrade must bring back
 
     output = _install(root, wheel, shipped_models, "--lan-only")
 
@@ -210,7 +210,7 @@ def test_reinstall_upgrades_code_and_keeps_operator_files(
     assert (root / "etc/edge-agent/edge-agent.yaml.dist").is_file()
     assert (root / "etc/edge-agent/broker-password").read_text() == "s3cret\n"
     assert model.stat().st_ino == model_inode, "an installed bundle is never rewritten"
-    assert (package / "stats.py").is_file()
+    assert (package / "telemetry" / "stats.py").is_file()
     assert [line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()] == [
         "root",
         "edge-agent",

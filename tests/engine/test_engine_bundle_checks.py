@@ -9,8 +9,11 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge_agent.bundle.manifest import BundleError, load_manifest, resolve_bundle
+from edge_agent.bundle.layout import BundleError
+from edge_agent.bundle.manifest import load_manifest
+from edge_agent.bundle.versions import resolve_bundle
 from edge_agent.engine.classifier import load_classifier
+from edge_agent.models.watch import ModelWatcher
 
 
 class Ed25519Keyring:
@@ -78,11 +81,20 @@ def test_golden_score_is_checked_within_tolerance(tiny_copy: Path) -> None:
         load_classifier(tiny_copy, precision="int8")
 
 
-def test_graph_that_onnxruntime_cannot_read_is_refused(tiny_copy: Path) -> None:
-    from edge_agent.bundle.manifest import sha256_file
+@pytest.mark.parametrize(
+    ("content", "refused_by"),
+    [
+        (b"not a graph", "uses unsupported protobuf wire type"),  # the bundle's ONNX scan
+        (b"\x08\x07", "onnxruntime cannot load it"),  # a ModelProto with no graph
+    ],
+)
+def test_graph_that_onnxruntime_cannot_read_is_refused(
+    tiny_copy: Path, content: bytes, refused_by: str
+) -> None:
+    from edge_agent.bundle.layout import sha256_file
 
     model = tiny_copy / "model.onnx"
-    model.write_bytes(b"not a graph")
+    model.write_bytes(content)
     _edit_manifest(
         tiny_copy,
         files={
@@ -90,7 +102,7 @@ def test_graph_that_onnxruntime_cannot_read_is_refused(tiny_copy: Path) -> None:
             "model.onnx": {"sha256": sha256_file(model), "size": model.stat().st_size},
         },
     )
-    with pytest.raises(BundleError, match=r"model\.onnx: onnxruntime cannot load it"):
+    with pytest.raises(BundleError, match=rf"model\.onnx: .*{refused_by}"):
         load_classifier(tiny_copy, precision="int8")
 
 
@@ -119,7 +131,22 @@ def test_resolve_prefers_current_then_highest_version(tiny_dir: Path, tmp_path: 
     (model_dir / "2.0.0").mkdir()  # no manifest: an install that never finished
     assert resolve_bundle(tmp_path, "tiny") == model_dir / "1.10.0"
     (model_dir / "current").symlink_to("0.5.0")
-    assert resolve_bundle(tmp_path, "tiny") == (model_dir / "0.5.0").resolve()
+    assert resolve_bundle(tmp_path, "tiny") == model_dir / "0.5.0"
+
+
+def test_resolve_follows_the_daemons_rule_past_a_dangling_current(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """The CLI resolves what the daemon would serve: a `current` naming no installed
+    version falls back to the highest one, as at the daemon's start-up."""
+    import shutil
+
+    model_dir = tmp_path / "tiny"
+    shutil.copytree(tiny_dir, model_dir / "1.0.0")
+    (model_dir / "current").symlink_to("3.0.0")
+    assert resolve_bundle(tmp_path, "tiny") == model_dir / "1.0.0"
+    (store,) = ModelWatcher(tmp_path, ["tiny"]).poll()
+    assert store.bundle.path == model_dir / "1.0.0"
 
 
 def test_resolve_names_the_folder_when_nothing_is_installed(tmp_path: Path) -> None:
@@ -129,7 +156,7 @@ def test_resolve_names_the_folder_when_nothing_is_installed(tmp_path: Path) -> N
     with pytest.raises(BundleError, match=r"empty: no version folder"):
         resolve_bundle(tmp_path, "empty")
     (tmp_path / "empty" / "current").symlink_to("1.0.0")
-    with pytest.raises(BundleError, match="current: points to"):
+    with pytest.raises(BundleError, match=r"empty: no version folder"):
         resolve_bundle(tmp_path, "empty")
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle.manifest import BundleError, load_manifest
-from edge_agent.engine.classifier import load_classifier, physical_cores, session_options
+from edge_agent.bundle.layout import BundleError
+from edge_agent.bundle.manifest import load_manifest
+from edge_agent.engine.classifier import load_classifier
+from edge_agent.engine.session import physical_cores, session_options
 from tests.support.tiny_bundle import SAMPLE_TEXTS
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.bundle.manifest import BundleError, Manifest, parse_manifest, version_key
+from edge_agent.bundle.layout import BundleError
+from edge_agent.bundle.manifest import Manifest, parse_manifest, version_key
 
 HASH = "0" * 64
 

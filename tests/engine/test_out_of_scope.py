@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.engine.out_of_scope import in_scope_scores, rejected
+from edge_agent.engine.out_of_scope import in_scope_scores, out_of_scope_rows
 
 LABELS = ("alarm", "weather", "oos")
 
@@ -27,15 +27,15 @@ def test_energy_keeps_how_strongly_the_model_responds() -> None:
     assert probability[0] == pytest.approx(probability[1])
     energy = in_scope_scores(logits, LABELS, "oos", "energy")
     np.testing.assert_allclose(energy, np.log(np.exp([9, 1]) + np.exp([8, 0])), rtol=1e-6)
-    assert list(rejected(logits, LABELS, "oos", "energy", 5.0)) == [False, True]
+    assert list(out_of_scope_rows(logits, LABELS, "oos", "energy", 5.0)) == [False, True]
 
 
 def test_top_label_being_the_reject_label_is_rejected_at_any_threshold() -> None:
     logits = np.array([[30.0, 29.0, 31.0]], dtype=np.float32)
     for kind in ("probability", "energy"):
-        assert rejected(logits, LABELS, "oos", kind, -1e9).tolist() == [True]
+        assert out_of_scope_rows(logits, LABELS, "oos", kind, -1e9).tolist() == [True]
     # a reject label the model has no class for: only the score decides
-    assert rejected(logits, LABELS[:2], "oos", "energy", 0.0).tolist() == [False]
+    assert out_of_scope_rows(logits, LABELS[:2], "oos", "energy", 0.0).tolist() == [False]
 
 
 def test_unknown_score_is_refused() -> None:

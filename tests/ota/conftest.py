@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle.keys import Keyring, Signer, generate_keypair
+from edge_agent.bundle.keys import Keyring
+from edge_agent.bundle.signer import Signer, generate_keypair
 from edge_agent.ota.receiver import Action, OtaReceiver, OtaSettings, Report, Subscribe, Unsubscribe
 
 NOW = datetime(2026, 11, 23, 9, 40, tzinfo=UTC)

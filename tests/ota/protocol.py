@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from edge_agent.bundle.keys import Signer
+from edge_agent.bundle.signer import Signer
 from edge_agent.ota.manifest import Target
 from edge_agent.ota.push import Update, build_update
 from tests.ota.conftest import DEVICE, NOW, PREFIX, Device, Operator

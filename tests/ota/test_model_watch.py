@@ -4,7 +4,8 @@ import os
 import time
 from pathlib import Path
 
-from edge_agent.models.watch import ModelWatcher, highest_installed_version, scan_model
+from edge_agent.bundle.versions import highest_installed_version, scan_model
+from edge_agent.models.watch import ModelWatcher
 from tests.ota.bundles import bundle_files, write_bundle
 
 

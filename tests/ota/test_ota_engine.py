@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle.keys import Signer, generate_keypair, sign_bundle
-from edge_agent.bundle.manifest import BundleError
+from edge_agent.bundle.layout import BundleError
+from edge_agent.bundle.signer import Signer, generate_keypair, sign_bundle
 from edge_agent.engine.classifier import load_classifier
 from edge_agent.ota.push import read_bundle_files
 from tests.ota.conftest import DeviceFactory, Operator

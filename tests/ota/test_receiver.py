@@ -19,7 +19,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge_agent.bundle.keys import Keyring, Signer, generate_keypair
+from edge_agent.bundle.keys import Keyring
+from edge_agent.bundle.signer import Signer, generate_keypair
 from edge_agent.ota.manifest import Target, UpdateRejectedError, chunk_topic, seal, update_topic
 from edge_agent.ota.receiver import UNSERVED_REASON, Installed, OtaReceiver, OtaSettings
 from tests.ota.bundles import bundle_files, tiny_model, tree, write_bundle

@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from edge_agent.bundle.keys import (
-    KeyFileError,
-    Keyring,
-    SignatureError,
-    Signer,
-    generate_keypair,
-    load_public_key,
-    sign_bundle,
-    verify_bundle,
-)
+from edge_agent.bundle.keys import KeyFileError, Keyring, SignatureError, load_public_key
+from edge_agent.bundle.layout import BundleError
+from edge_agent.bundle.signer import Signer, generate_keypair, sign_bundle
+from edge_agent.bundle.verify import verify_bundle
 from tests.ota.bundles import bundle_files, write_bundle
 
 
@@ -48,12 +42,12 @@ def test_signed_bundle_verifies_and_tampering_is_caught(tmp_path: Path) -> None:
     sig = sign_bundle(bundle, Signer.from_file(pair.private_path))
     assert sig.name == "manifest.sig" and len(sig.read_bytes()) == 64
     keyring = Keyring.from_files([pair.public_path])
-    verify_bundle(bundle, keyring)
+    assert verify_bundle(bundle, keyring).version == "1.1.0"
 
     manifest = bundle / "manifest.json"
     manifest.write_bytes(manifest.read_bytes().replace(b"1.1.0", b"1.1.1"))
     with pytest.raises(
-        SignatureError, match=f"does not verify with any trusted key id .{pair.key_id}"
+        BundleError, match=f"does not verify with any trusted key id .{pair.key_id}"
     ):
         verify_bundle(bundle, keyring)
 
@@ -63,10 +57,10 @@ def test_bundle_signed_by_another_key_and_unsigned_bundle_are_refused(tmp_path: 
     other = generate_keypair(tmp_path / "other")
     bundle = write_bundle(tmp_path / "models", bundle_files())
     keyring = Keyring.from_files([trusted.public_path])
-    with pytest.raises(SignatureError, match=r"missing manifest\.sig"):
+    with pytest.raises(BundleError, match=r"manifest\.sig: missing"):
         verify_bundle(bundle, keyring)
     sign_bundle(bundle, Signer.from_file(other.private_path))
-    with pytest.raises(SignatureError, match=trusted.key_id):
+    with pytest.raises(BundleError, match=trusted.key_id):
         verify_bundle(bundle, keyring)
 
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.bundle.manifest import resolve_bundle
+from edge_agent.bundle.versions import resolve_bundle
 from edge_agent.engine.classifier import load_classifier
 from tests.reliability.conftest import AgentMaker
 from tests.reliability.harness import Collector, Publisher

@@ -14,6 +14,7 @@ import json
 
 import pytest
 
+from edge_agent.engine.prediction import LabelScore, Prediction
 from edge_agent.pipeline import messages
 
 
@@ -21,14 +22,14 @@ from edge_agent.pipeline import messages
 def test_lone_surrogate_in_json_text_is_rejected_as_invalid_utf8(text: str) -> None:
     payload = json.dumps({"text": text, "id": "s1"}).encode()
     decoded = messages.decode(payload, messages.InputSpec(max_text_bytes=4096))
-    assert isinstance(decoded, messages.Rejected)
+    assert isinstance(decoded, messages.BadInput)
     assert decoded.code == messages.INVALID_UTF8 and decoded.id == "s1"
 
 
 def test_lone_surrogate_in_the_id_makes_the_id_invalid() -> None:
     payload = json.dumps({"id": "a\udd5b", "text": "hello"}).encode()
     decoded = messages.decode(payload, messages.InputSpec())
-    assert isinstance(decoded, messages.Rejected) and decoded.code == messages.INVALID_ID
+    assert isinstance(decoded, messages.BadInput) and decoded.code == messages.INVALID_ID
     assert decoded.id == messages.payload_id(payload)  # the fallback id, encodable
     error = messages.encode_error(decoded.id, topic="t", code=decoded.code, message="m")
     assert json.loads(error)["id"] == decoded.id
@@ -38,9 +39,7 @@ def test_lone_surrogate_in_a_passthrough_field_is_escaped_in_the_result() -> Non
     payload = json.dumps({"id": "p1", "text": "hello", "meta": {"room": "\udc80 x"}}).encode()
     decoded = messages.decode(payload, messages.InputSpec(passthrough=("meta",)))
     assert isinstance(decoded, messages.Request)
-    outcome = messages.Outcome(
-        "pos", 0.9, (messages.ScoredLabel("pos", 0.9),), ("pos",), "m", "1.0.0", truncated=False
-    )
+    outcome = Prediction("pos", 0.9, (LabelScore("pos", 0.9),), ("pos",), False, "m", "1.0.0")
     result = messages.encode_result(decoded, outcome, topic="t", latency_ms=1.0, echo_text=True)
     body = json.loads(result)  # valid JSON (ASCII, the surrogate escaped as it arrived)
     assert body["passthrough"] == {"meta": {"room": "\udc80 x"}} and body["text"] == "hello"

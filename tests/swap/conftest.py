@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.bundle.keys import generate_keypair
+from edge_agent.bundle.signer import generate_keypair
 from tests.support.agent_process import AgentProcess, write_config
 from tests.support.broker import Broker
 from tests.support.mqtt_client import Received, TestClient

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle.manifest import BundleError
-from edge_agent.models.store import ModelStore, Rejected, Swapped
+from edge_agent.bundle.layout import BundleError
+from edge_agent.models.store import BundleRefused, ModelStore, Swapped
 from tests.swap.conftest import Bundles, install
 
 
@@ -29,7 +29,7 @@ def test_new_version_is_loaded_aside_and_swapped_only_when_asked(
     models = tmp_path / "models"
     install(bundles.v1, models)
     store = ModelStore.load(models, ["tiny"], threads=1)
-    rejected: list[Rejected] = []
+    rejected: list[BundleRefused] = []
     store.start_watching(0.05, rejected.append)
     try:
         install(bundles.v2, models)

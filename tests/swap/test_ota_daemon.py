@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.bundle.keys import Signer, generate_keypair, sign_bundle
+from edge_agent.bundle.signer import Signer, generate_keypair, sign_bundle
 from edge_agent.mqtt.operator import BrokerAddress, publish_messages
 from edge_agent.ota.manifest import Target, build_payload, seal
 from edge_agent.ota.push import build_update, read_bundle_files

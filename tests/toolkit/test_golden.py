@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from edge_agent.engine.classifier import LabelScore, Prediction
+from edge_agent.engine.prediction import LabelScore, Prediction
 from edge_agent.toolkit.export.pack import choose_golden
 
 
 def _prediction(label: str, score: float, runner_up: str = "other") -> Prediction:
     top_k = (LabelScore(label, score), LabelScore(runner_up, 1.0 - score))
-    return Prediction(label, score, top_k, (label,), False)
+    return Prediction(label, score, top_k, (label,), False, "tiny", "1.0.0")
 
 
 def test_goldens_come_from_the_most_confident_labels_first() -> None:

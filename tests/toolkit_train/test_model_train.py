@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle.manifest import BundleError
+from edge_agent.bundle.layout import BundleError
 from edge_agent.engine.classifier import load_classifier
 
 REPO = Path(__file__).resolve().parents[2]

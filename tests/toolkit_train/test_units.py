@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.engine.out_of_scope import rejected
+from edge_agent.engine.out_of_scope import out_of_scope_rows
 from edge_agent.toolkit.train.augment import recombined_texts
 from edge_agent.toolkit.train.data import DataError, length_batches, read_labelled, split_indices
 from edge_agent.toolkit.train.metrics import multi_label_report, single_label_report
@@ -223,7 +223,9 @@ def test_oos_threshold_rejects_the_budgeted_share_of_in_scope_queries() -> None:
     for score in ("probability", "energy"):
         chosen = choose_threshold(logits, targets, labels, score)
         for threshold, within_budget in ((chosen, True), (chosen + 1e-6, False)):
-            out = rejected(logits, labels, OOS, score, threshold) | (logits.argmax(axis=1) == 2)
+            out = out_of_scope_rows(logits, labels, OOS, score, threshold) | (
+                logits.argmax(axis=1) == 2
+            )
             assert bool(out[in_scope].mean() <= INTENT_IN_SCOPE_REJECTED) == within_budget
         assert (
             oos_operating_point(logits, targets, labels, chosen, score)["oos_recall"]

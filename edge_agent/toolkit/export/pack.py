@@ -35,26 +35,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from edge_agent.bundle.manifest import (
-    CARD_FIELDS,
+from edge_agent.bundle.layout import (
     FP32_MODEL_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
+    sha256_file,
+)
+from edge_agent.bundle.manifest import (
+    CARD_FIELDS,
     FileEntry,
     GoldenExample,
     Manifest,
-    Reject,
+    OutOfScopeRule,
     Task,
     parse_manifest,
-    sha256_file,
 )
 from edge_agent.engine.out_of_scope import in_scope_scores
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from edge_agent.engine.classifier import Classifier, Prediction
+    from edge_agent.engine.classifier import Classifier
+    from edge_agent.engine.prediction import Prediction
 
 # In the reject score's units (a probability, or logits for energy). INT8 scores differ
 # between x86 and emulated ARM by under 1e-4 (deploy/check-arm64.sh); 100 times that is safe.
@@ -158,7 +161,7 @@ def pack_bundle(
     metrics: Mapping[str, float] | None = None,
     card: Mapping[str, str] | None = None,
     thresholds: Mapping[str, float] | None = None,
-    reject: Reject | None = None,
+    reject: OutOfScopeRule | None = None,
     min_agent_version: str | None = None,
     replace: bool = False,
 ) -> Path:
@@ -234,7 +237,8 @@ def _unsaturated_twin(classifier: Classifier) -> Classifier | None:
     import onnx
     import onnxruntime as ort
 
-    from edge_agent.engine.classifier import Classifier, session_options
+    from edge_agent.engine.classifier import Classifier
+    from edge_agent.engine.session import session_options
     from edge_agent.toolkit.export.quantize import as_unsigned_weights
 
     model = onnx.load(str(classifier.bundle_dir / MODEL_FILE))

@@ -343,7 +343,7 @@ def argmax_agreement(
     """Fraction of `texts` whose INT8 argmax equals the fp32 argmax."""
     import onnxruntime as ort
 
-    from edge_agent.engine.classifier import session_options
+    from edge_agent.engine.session import session_options
     from edge_agent.toolkit.export.to_onnx import encode
 
     if not texts:

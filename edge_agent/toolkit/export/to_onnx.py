@@ -110,7 +110,7 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_seq_len: int) -> dict
     """Token ids and mask the way the engine builds them (truncate, pad to longest)."""
     from tokenizers import Tokenizer
 
-    from edge_agent.engine.classifier import configure_tokenizer
+    from edge_agent.engine.session import configure_tokenizer
 
     tok = configure_tokenizer(Tokenizer.from_str(tokenizer.to_str()), max_seq_len)
     encodings = tok.encode_batch(list(texts))
@@ -123,7 +123,7 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_seq_len: int) -> dict
 def onnx_logits(path: Path, feeds: dict[str, np.ndarray], threads: int = 1) -> np.ndarray:
     import onnxruntime as ort
 
-    from edge_agent.engine.classifier import session_options
+    from edge_agent.engine.session import session_options
 
     session = ort.InferenceSession(
         str(path), session_options(threads), providers=["CPUExecutionProvider"]

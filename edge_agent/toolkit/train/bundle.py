@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from edge_agent.bundle.manifest import Reject
+from edge_agent.bundle.manifest import OutOfScopeRule
 from edge_agent.toolkit.train.metrics import (
     Report,
     agreement,
@@ -85,7 +85,7 @@ def graph_logits(
     """Logits of an ONNX graph for `texts`, batched by length as the engine tokenises them."""
     import onnxruntime as ort
 
-    from edge_agent.engine.classifier import session_options
+    from edge_agent.engine.session import session_options
     from edge_agent.toolkit.export.to_onnx import encode
 
     session = ort.InferenceSession(
@@ -152,7 +152,7 @@ def pack_int8_bundle(
     golden_texts: Sequence[str],
     metrics: Mapping[str, float],
     card: Mapping[str, str],
-    reject: Reject | None = None,
+    reject: OutOfScopeRule | None = None,
     replace: bool = False,
 ) -> Path:
     """Write the bundle (INT8 graph only) with golden examples picked by the packer."""

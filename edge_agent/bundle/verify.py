@@ -1,0 +1,77 @@
+"""Check a bundle folder without running it: signature, manifest, listed files, ONNX scan.
+
+`verify_bundle` is the one gate every bundle passes, wherever it came from (a local drop,
+the CLI, an OTA install), before the engine opens it. manifest.json is read once, and the
+signature, when a keyring is given, is checked over exactly those bytes before they are
+parsed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from edge_agent.bundle.layout import (
+    MANIFEST_FILE,
+    ONNX_FILES,
+    SIGNATURE_FILE,
+    BundleError,
+    sha256_file,
+)
+from edge_agent.bundle.manifest import Manifest, parse_manifest
+from edge_agent.bundle.onnx_scan import external_data_problem_in_file
+
+
+class Verifier(Protocol):
+    """Checks a detached signature (edge_agent.bundle.keys.Keyring implements it)."""
+
+    def verify(self, data: bytes, signature: bytes) -> None: ...  # raises on failure
+
+
+def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest:
+    """The bundle's manifest, once signature (with a keyring), hashes and ONNX files pass."""
+    manifest_path = bundle_dir / MANIFEST_FILE
+    try:
+        raw = manifest_path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"{manifest_path}: cannot read: {error.strerror or error}") from error
+    if keyring is not None:
+        verify_signature(bundle_dir, raw, keyring)
+    manifest = parse_manifest(raw, manifest_path)
+    verify_files(bundle_dir, manifest)
+    for name in sorted(ONNX_FILES & manifest.files.keys()):
+        problem = external_data_problem_in_file(bundle_dir / name)
+        if problem is not None:
+            raise BundleError(f"{bundle_dir / name}: {problem}")
+    return manifest
+
+
+def verify_signature(bundle_dir: Path, manifest_bytes: bytes, keyring: Verifier) -> None:
+    """manifest.sig must be a valid signature over manifest.json's exact bytes."""
+    signature_path = bundle_dir / SIGNATURE_FILE
+    try:
+        signature = signature_path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"{signature_path}: missing; signatures are required") from error
+    try:
+        keyring.verify(manifest_bytes, signature)
+    except Exception as error:  # the verifier's own exception type is its business
+        raise BundleError(f"{signature_path}: signature check failed: {error}") from error
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every listed file exists with its size and sha256, and nothing else is there."""
+    for name, entry in manifest.files.items():
+        path = bundle_dir / name
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            raise BundleError(f"{path}: listed in the manifest but missing") from error
+        if size != entry.size:
+            raise BundleError(f"{path}: size {size} differs from the manifest's {entry.size}")
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"{path}: sha256 differs from the manifest (corrupt or altered)")
+    allowed = {*manifest.files, MANIFEST_FILE, SIGNATURE_FILE}
+    extra = sorted(p.name for p in bundle_dir.iterdir() if p.name not in allowed)
+    if extra:
+        raise BundleError(f"{bundle_dir / extra[0]}: not listed in the manifest")
