@@ -34,7 +34,8 @@ import yaml
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.reliability.harness import (  # noqa: E402  (after the path set-up)
+from tests.support.broker import Broker  # noqa: E402
+from tests.support.traffic import (  # noqa: E402  (after the path set-up)
     BulkPublisher,
     Collector,
     NotifyListener,
@@ -42,7 +43,6 @@ from tests.reliability.harness import (  # noqa: E402  (after the path set-up)
     percentile,
     rss_kib,
 )
-from tests.support.broker import Broker  # noqa: E402
 
 LABELS: Final = ("negative", "positive")
 MAX_SEQ_LEN: Final = 128

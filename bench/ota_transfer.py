@@ -24,8 +24,9 @@ from edge_agent.mqtt.operator import BrokerAddress, publish_messages
 from edge_agent.ota.manifest import Target
 from edge_agent.ota.push import build_update, read_bundle_files
 from edge_agent.ota.receiver import OtaReceiver, OtaSettings
-from tests.ota.bundles import manifest_json, tokenizer_json, write_bundle
-from tests.ota.mqtt_harness import DeviceLink, running_mosquitto
+from tests.support.broker import Broker
+from tests.support.bundles import bundle_files, write_bundle
+from tests.support.ota_device import DeviceLink
 
 
 def big_model(megabytes: float) -> bytes:
@@ -56,12 +57,13 @@ def main() -> None:
         if args.bundle is not None:
             bundle = args.bundle
         else:
-            payload = {"model.onnx": big_model(args.mb), "tokenizer.json": tokenizer_json()}
-            files = {**payload, "manifest.json": manifest_json("sentiment", "2.0.0", payload)}
+            files = bundle_files("sentiment", "2.0.0", model=big_model(args.mb))
             bundle = write_bundle(root / "workstation", files)
         pair = generate_keypair(root / "operator")
         prefix = "bench/ota"
-        with running_mosquitto(root) as port:
+        broker = Broker(root / "broker").start()
+        port = broker.port
+        try:
             started = time.monotonic()
             update = build_update(
                 read_bundle_files(bundle),
@@ -89,6 +91,8 @@ def main() -> None:
             finally:
                 device.close()
             installed = time.monotonic()
+        finally:
+            broker.kill()
         size_mb = update.manifest.total_bytes / 1e6
         chunks = update.manifest.total_chunks
         print(f"bundle {size_mb:.1f} MB, {chunks} chunks of {args.chunk_kib} KiB")

@@ -29,8 +29,8 @@ from e2e_bench import (  # run from bench/ with the repository root on PYTHONPAT
     write_agent_config,
 )
 
-from tests.reliability.harness import Collector, NotifyListener, Publisher, percentile, rss_kib
 from tests.support.broker import Broker
+from tests.support.traffic import Collector, NotifyListener, Publisher, percentile, rss_kib
 
 
 def main() -> int:

@@ -34,8 +34,8 @@ from edge_agent.ota.manifest import Target
 from edge_agent.ota.push import build_update, read_bundle_files
 from tests.support.agent_process import AgentProcess, write_config
 from tests.support.broker import Broker
+from tests.support.bundles import SAMPLE_TEXTS, build_tiny_tokenizer
 from tests.support.mqtt_client import Received, TestClient
-from tests.support.tiny_bundle import SAMPLE_TEXTS, build_tiny_tokenizer
 
 CACHE = Path(__file__).resolve().parent / ".models" / "swap-ota"
 PREFIX = "edge-agent/ota"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from edge_agent import __version__
 from edge_agent.models.store import BundleRefused, Swapped
 from edge_agent.mqtt.link import MqttLink
-from edge_agent.ota.receiver import Report
+from edge_agent.ota.actions import Report
 from edge_agent.telemetry.logs import get_logger
 from edge_agent.telemetry.stats import Stats
 

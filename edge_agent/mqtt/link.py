@@ -18,11 +18,9 @@ What this module guarantees:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,43 +35,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.config.settings import BrokerConfig
+from edge_agent.mqtt.paho_glue import PahoLogBridge, new_properties, send_packets_at_once
 from edge_agent.pipeline.inbound import Inbound
 from edge_agent.telemetry.logs import get_logger
 
 OFFLINE_PAYLOAD: Final = json.dumps({"state": "offline"}).encode()
 
 log = get_logger(__name__)
-
-
-def _properties(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
-
-
-def _send_packets_at_once(client: paho.Client, userdata: Any, sock: Any) -> None:
-    """paho leaves Nagle's algorithm on. A small write that follows another still
-    unacknowledged (a result PUBLISH after an input's PUBACK) then waits for the broker's
-    delayed ACK, 40 ms on Linux: that was the slow mode of the agent's latency. MQTT packets
-    are whole messages already, so each goes out as soon as it is written."""
-    with contextlib.suppress(AttributeError, OSError):  # not a TCP socket (unix, websocket)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _PahoLogBridge(logging.Handler):
-    """paho's log records -> our logger; every record (PINGREQ/PINGRESP included) also
-    proves the network thread is still looping, which the watchdog checks."""
-
-    def __init__(self, beat: Callable[[], None]) -> None:
-        super().__init__()
-        self._beat = beat
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._beat()
-        if record.levelno >= logging.ERROR:
-            log.error("paho_log", message=record.getMessage())
-        elif record.levelno >= logging.WARNING:
-            log.warning("paho_log", message=record.getMessage())
-        elif record.levelno >= logging.INFO:
-            log.info("paho_log", message=record.getMessage())
 
 
 class LinkHandler(Protocol):
@@ -149,14 +117,14 @@ class MqttLink:
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         client.on_subscribe = self._handle_subscribe
-        client.on_socket_open = _send_packets_at_once
+        client.on_socket_open = send_packets_at_once
         # paho logs through stdlib logging: DEBUG records (several per message, formatted
         # never) only beat the heartbeat; INFO and up go through our structlog renderer.
         # (on_log would format every packet's line: a third of the throughput.)
         paho_logger = logging.getLogger(f"paho.{self._broker.client_id}")
         paho_logger.setLevel(logging.DEBUG)
         paho_logger.propagate = False
-        paho_logger.handlers = [_PahoLogBridge(self._beat)]
+        paho_logger.handlers = [PahoLogBridge(self._beat)]
         client.enable_logger(paho_logger)
         return client
 
@@ -166,7 +134,7 @@ class MqttLink:
         self._handler = handler
         properties: Properties | None = None
         if self._v5:
-            properties = _properties(PacketTypes.CONNECT)
+            properties = new_properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = self._broker.session_expiry_s
             properties.ReceiveMaximum = receive_maximum
         self._client.connect_async(
@@ -220,7 +188,7 @@ class MqttLink:
     def _subscribe(self, client: paho.Client) -> None:
         for subscription in self._subscriptions:
             if self._v5:
-                properties = _properties(PacketTypes.SUBSCRIBE)
+                properties = new_properties(PacketTypes.SUBSCRIBE)
                 properties.SubscriptionIdentifier = subscription.identifier
                 # No Local stops a route from hearing its own results; MQTT 5 forbids it on
                 # shared subscriptions.
@@ -372,7 +340,7 @@ class MqttLink:
         Returns False when paho refused to queue it (the caller decides what that means)."""
         properties: Properties | None = None
         if self._v5 and correlation_data is not None:
-            properties = _properties(PacketTypes.PUBLISH)
+            properties = new_properties(PacketTypes.PUBLISH)
             properties.CorrelationData = correlation_data
         try:
             info = self._client.publish(

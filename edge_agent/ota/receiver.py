@@ -17,8 +17,7 @@ with the signed one -> fsync, rename into `<models_dir>/<name>/<version>`.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from edge_agent import __version__
 from edge_agent.bundle.keys import Keyring
 from edge_agent.bundle.layout import CURRENT_LINK, MANIFEST_FILE, ONNX_FILES
 from edge_agent.bundle.versions import highest_installed_version
+from edge_agent.ota.actions import Action, Installed, Report, Subscribe, Unsubscribe
 from edge_agent.ota.manifest import (
     FileSpec,
     UpdateManifest,
@@ -68,42 +68,6 @@ class OtaSettings:
     # Model names the device's routes use (None: unknown). A bundle for any other name is
     # installed but never loaded, and its report says so instead of waiting for a swap.
     served_models: frozenset[str] | None = None
-
-
-@dataclass(frozen=True)
-class Report:
-    """Publish `payload` retained (QoS 1) on `topic`: the device's latest OTA state."""
-
-    topic: str
-    document: Mapping[str, object]
-
-    @property
-    def state(self) -> str:
-        return str(self.document["state"])
-
-    @property
-    def payload(self) -> bytes:
-        return json.dumps(self.document, sort_keys=True).encode()
-
-
-@dataclass(frozen=True)
-class Subscribe:
-    topics: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Unsubscribe:
-    topics: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Installed:
-    name: str
-    version: str
-    path: Path
-
-
-Action = Report | Subscribe | Unsubscribe | Installed
 
 
 @dataclass

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from edge_agent.ota.receiver import Action, Installed, OtaReceiver, Report, Subscribe, Unsubscribe
+from edge_agent.ota.actions import Action, Installed, Report, Subscribe, Unsubscribe
+from edge_agent.ota.receiver import OtaReceiver
 from edge_agent.telemetry.logs import get_logger
 
 log = get_logger(__name__)

@@ -1,4 +1,4 @@
-"""Workstation-side model toolkit: export, quantize, pack, train, sign, push.
+"""Workstation-side model toolkit: export/ (export, quantize, pack) and train/.
 
 Imports torch, transformers and onnx lazily; the daemon never imports this package.
 """

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO
+
+from tests.support.deploy import REPO
 
 EXAMPLE = REPO / "deploy" / "mosquitto"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -235,7 +236,7 @@ def test_agent_with_the_shipped_config_works_through_the_example_broker(
     agent_process = pytest.importorskip(
         "tests.support.agent_process", reason="pending: needs the daemon (issue 'Agent core')"
     )
-    tiny_bundle = pytest.importorskip("tests.support.tiny_bundle")
+    tiny_bundle = pytest.importorskip("tests.support.bundles")
     etc, state = tmp_path / "etc", tmp_path / "state"
     (etc / "tls").mkdir(parents=True)
     shutil.copy2(broker.certs / "ca.crt", etc / "tls/ca.crt")

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO, UNIT, seed_systemd_root
 
 from edge_agent import __version__
+from tests.support.deploy import REPO, UNIT, seed_systemd_root
 
 INSTALL = REPO / "deploy" / "install.sh"
 UNINSTALL = REPO / "deploy" / "uninstall.sh"

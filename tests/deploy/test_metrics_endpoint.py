@@ -247,7 +247,7 @@ def test_running_agent_serves_its_numbers(tmp_path: Path) -> None:
     )
     broker_support = pytest.importorskip("tests.support.broker")
     mqtt_client = pytest.importorskip("tests.support.mqtt_client")
-    tiny_bundle = pytest.importorskip("tests.support.tiny_bundle")
+    tiny_bundle = pytest.importorskip("tests.support.bundles")
     broker = broker_support.Broker(tmp_path / "broker").start()
     tiny_bundle.build_tiny_bundle(tmp_path / "models", name="tiny")
     port = broker_support.free_port()

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO
+
+from tests.support.deploy import REPO
 
 SCRIPTS = sorted((REPO / "deploy").rglob("*.sh"))
 

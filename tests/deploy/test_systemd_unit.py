@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from deploy_support import DEPLOY_CONFIG, DROP_INS, EXPOSURE_LIMIT, UNIT, seed_systemd_root
+
+from tests.support.deploy import DEPLOY_CONFIG, DROP_INS, EXPOSURE_LIMIT, UNIT, seed_systemd_root
 
 _OVERALL = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 

@@ -23,7 +23,7 @@ agent_process = pytest.importorskip(
     "tests.support.agent_process", reason="pending: needs the daemon (issue 'Agent core')"
 )
 broker_support = pytest.importorskip("tests.support.broker")
-tiny_bundle = pytest.importorskip("tests.support.tiny_bundle")
+tiny_bundle = pytest.importorskip("tests.support.bundles")
 
 WATCHDOG_USEC = 400_000  # the agent pings every 0.2 s
 WINDOW_S = 2.0  # ten intervals

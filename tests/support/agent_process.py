@@ -12,15 +12,34 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support.mqtt_client import TestClient
+from tests.support.mqtt_client import Received, TestClient
 from tests.support.proc import thread_states
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(
+    *argv: str, stdin: str | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m edge_agent ARGV...` from the repository root, as a user would run it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *argv],
+        check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+        cwd=REPO_ROOT,
+    )
 
 
 def write_config(
@@ -139,3 +158,45 @@ class AgentProcess:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-count:])
+
+
+@dataclass
+class Agent:
+    process: AgentProcess
+    client_id: str
+    models_dir: Path
+    config: Path
+
+    @property
+    def status_topic(self) -> str:
+        return f"edge-agent/{self.client_id}/status"
+
+    @property
+    def events_topic(self) -> str:
+        return self.status_topic + "/events"
+
+    @property
+    def pid(self) -> int:
+        assert self.process.process is not None
+        return self.process.process.pid
+
+    def input_topic(self, leaf: str = "s1") -> str:
+        return f"{self.client_id}/in/{leaf}"
+
+    def results_prefix(self) -> str:
+        return f"{self.client_id}/in/"
+
+
+# The agent fixtures of the integration folders, by what they return:
+AgentFactory = Callable[..., Agent]  # models/: an Agent, online, its topics subscribed
+StartAgent = Callable[..., tuple[AgentProcess, str]]  # agent/: online, with its client id
+AgentMaker = Callable[..., AgentProcess]  # reliability/: started, not waited for
+
+
+def events(client: TestClient, agent: Agent, name: str) -> list[dict[str, Any]]:
+    found = [message.json() for message in client.messages(agent.events_topic)]
+    return [event for event in found if event.get("event") == name]
+
+
+def versions_of(results: list[Received]) -> list[str]:
+    return [str(result.json()["model"]["version"]) for result in results]

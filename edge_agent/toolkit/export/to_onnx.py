@@ -84,7 +84,7 @@ def export_onnx(model_or_dir: Any, out_path: Path) -> Path:
 
     `model_or_dir`: a transformers SqueezeBertForSequenceClassification or a checkpoint
     folder (config.json + weights). The graph is written op by op from the weights
-    (`onnx_graph.py`), not traced; check it with `max_logit_difference`.
+    (`graph.py`), not traced; check it with `max_logit_difference`.
     """
     from edge_agent.toolkit.export.graph import write_graph
 

