@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import yaml
 
 from edge_agent.cli import STARTUP_FAILURE
-from edge_agent.config.settings import ConfigError, effective_config, load_config
+from edge_agent.commands._config_option import add_config_option, load_or_explain
+from edge_agent.config.settings import effective_config
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, required=True, help="YAML config file")
+    add_config_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(f"edge-agent: config error: {error}", file=sys.stderr)
+    config = load_or_explain(args.config)
+    if config is None:
         return STARTUP_FAILURE
     sys.stdout.write(yaml.safe_dump(effective_config(config), sort_keys=False))
     return 0

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from edge_agent.cli import STARTUP_FAILURE
-from edge_agent.config.settings import ConfigError, load_config
+from edge_agent.commands._config_option import add_config_option, load_or_explain
 from edge_agent.telemetry import logs
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, required=True, help="YAML config file")
+    add_config_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     # onnxruntime, paho and cryptography load only when the daemon really starts.
     from edge_agent.daemon.wiring import StartupError, build_service
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(f"edge-agent: config error: {error}", file=sys.stderr)
+    config = load_or_explain(args.config)
+    if config is None:
         return STARTUP_FAILURE
     logs.configure(config.logging.format, config.logging.level)
     try:
