@@ -3,7 +3,11 @@ script people write first. paho-mqtt subscribes, a transformers text-classificat
 pipeline in PyTorch labels each message as it arrives (on paho's thread), the result is
 published back. No batching, no flow control, no error handling.
 
+With `--echo` there is no model at all: each message is answered at once with a fixed
+label, which is the latency floor of any paho client on this broker and machine.
+
     python bench/naive_agent.py CHECKPOINT_DIR --port 1883 --topic naive/in/+
+    python bench/naive_agent.py --echo --port 1883 --topic echo/in/+
 """
 
 from __future__ import annotations
@@ -21,15 +25,21 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?")
+    parser.add_argument("--echo", action="store_true", help="no model: answer at once")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--topic", default="naive/in/+")
     args = parser.parse_args()
+    if args.echo:
 
-    from transformers import pipeline
+        def classify(text: str, truncation: bool) -> list[dict[str, Any]]:
+            return [{"label": "echo", "score": 1.0}]
 
-    classify = pipeline("text-classification", model=args.checkpoint, device="cpu")
+    else:
+        from transformers import pipeline
+
+        classify = pipeline("text-classification", model=args.checkpoint, device="cpu")
 
     def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         received = time.monotonic()
@@ -54,7 +64,7 @@ def main() -> int:
     args_topic = args.topic
     client = paho.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id="naive-agent",
+        client_id="echo-client" if args.echo else "naive-agent",
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     client.on_message = on_message

@@ -98,7 +98,10 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class BatchingConfig:
     max_batch: int = 16
-    max_wait_ms: float = 5.0
+    # 0: continuous batching, a lone message runs at once; a batch is whatever queued
+    # while the previous one ran. A wait buys larger batches at light load for latency
+    # (docs/benchmarks.md has the measured trade-off).
+    max_wait_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,7 @@ from edge_agent.pipeline.acks import AckLedger, DeliveryRef
 from edge_agent.pipeline.attempts import AttemptLog
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.inbound import Inbound
-from edge_agent.pipeline.processing import Outgoing, Processor
+from edge_agent.pipeline.processing import LABELLED, BatchResult, Outgoing, Processor
 from edge_agent.telemetry.logs import get_logger
 from edge_agent.telemetry.metrics import MetricsServer
 from edge_agent.telemetry.sd_notify import Notifier
@@ -53,6 +54,11 @@ WORKER_POLL_S: Final = 0.5
 # second); the watchdog pings stop and systemd restarts the agent.
 WORKER_STALL_S: Final = 30.0
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+# A thread that wants the GIL gets it when the holder blocks, or after the switch interval
+# (5 ms by default). A result published by the worker is written to the socket by paho's
+# network thread, which then waits for the worker to block or for the interval to pass;
+# with the default that was milliseconds of every result's latency (docs/benchmarks.md).
+GIL_SWITCH_INTERVAL_S: Final = 0.0005
 
 log = get_logger(__name__)
 
@@ -132,6 +138,7 @@ class Service:
     def run(self) -> int:
         """Serve until a signal; returns the exit status."""
         self.install_signal_handlers()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._worker.start()
         for refused in self.store.startup_rejections:
             self._bundle_refused(refused)  # queued by the link until it is connected
@@ -247,6 +254,10 @@ class Service:
             },
             "queue_depth": len(self.batcher),
             "models": snapshot.models,
+            "stages_ms": {
+                stage: {"p50": figures.p50_ms, "p99": figures.p99_ms, "count": figures.count}
+                for stage, figures in snapshot.stages.items()
+            },
         }
         topic = self.config.topic(self.config.topics.stats)
         self.link.publish(topic, json.dumps(body, separators=(",", ":")).encode(), qos=0)
@@ -327,7 +338,6 @@ class Service:
             self.stats.set_queue_depth(len(self.batcher))
 
     def _handle_batch(self, batch: list[Inbound]) -> None:
-        started = time.monotonic()
         result = self.processor.process(batch)
         for inbound, outgoing in result.by_delivery:
             self._publish_for(inbound, outgoing)
@@ -335,18 +345,29 @@ class Service:
             self.attempts.finish(key)
         self.stats.batch_done(len(batch))
         outcomes = Counter(item.outcome for _, items in result.by_delivery for item in items)
-        labelled = outcomes.pop("labelled", 0)
+        labelled = outcomes.pop(LABELLED, 0)
+        self._record_stages(batch, result, labelled)
         log.info(
             "batch_done",
             size=len(batch),
             labelled=labelled,
             errors=dict(outcomes),
             models=result.models,
-            classify_ms=round(result.classify_ms, 2),
-            batch_ms=round((time.monotonic() - started) * 1000, 2),
-            waited_ms=round((started - min(item.received_at for item in batch)) * 1000, 2),
+            tokenize_ms=round(result.timing.tokenize_s * 1000, 3),
+            infer_ms=round(result.timing.infer_s * 1000, 3),
+            batch_ms=round((time.monotonic() - result.started) * 1000, 3),
+            waited_ms=round((result.started - min(item.received_at for item in batch)) * 1000, 3),
             queue_depth=len(self.batcher),
         )
+
+    def _record_stages(self, batch: list[Inbound], result: BatchResult, labelled: int) -> None:
+        for inbound in batch:
+            self.stats.stage_took("queue", (result.started - inbound.received_at) * 1000)
+        if labelled:
+            self.stats.stage_took("prepare", result.prepare_s * 1000, labelled)
+            self.stats.stage_took("tokenize", result.timing.tokenize_s * 1000, labelled)
+            self.stats.stage_took("infer", result.timing.infer_s * 1000, labelled)
+            self.stats.stage_took("encode", result.encode_s * 1000, labelled)
 
     def _publish_for(self, inbound: Inbound, outgoing: list[Outgoing]) -> None:
         ref = DeliveryRef(inbound.generation, inbound.mid)
@@ -354,15 +375,28 @@ class Service:
         if needs_ack:
             self.ledger.expect(ref, len(outgoing))
         for item in outgoing:
-            done = (lambda ref=ref: self.ledger.confirmed(ref)) if needs_ack else None
+            timed = item.outcome == LABELLED
+            # When paho had the publish: set once publish() returns (a PUBACK may beat it).
+            handed = [time.monotonic()]
+
+            def done(handed: list[float] = handed, timed: bool = timed) -> None:
+                if timed:
+                    self.stats.stage_took("puback", (time.monotonic() - handed[0]) * 1000)
+                if needs_ack:
+                    self.ledger.confirmed(ref)
+
+            began = handed[0]
             queued = self.link.publish(
                 item.topic,
                 item.payload,
                 qos=item.qos,
                 correlation_data=item.correlation_data,
-                on_done=done,
+                on_done=done if needs_ack or item.qos > 0 else None,
             )
-            if not queued and done is not None:
+            handed[0] = time.monotonic()
+            if timed:
+                self.stats.stage_took("handoff", (handed[0] - began) * 1000)
+            if not queued and needs_ack:
                 # Logged by the link; counting it done keeps later messages flowing.
-                done()
+                self.ledger.confirmed(ref)
             self.stats.result_published(item.route, item.outcome, item.latency_ms)

@@ -22,7 +22,7 @@ from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, TOKENIZER_FILE
 from edge_agent.bundle.manifest import Manifest
 from edge_agent.bundle.verify import Verifier, verify_bundle
 from edge_agent.engine.out_of_scope import out_of_scope_rows
-from edge_agent.engine.prediction import LabelScore, Prediction
+from edge_agent.engine.prediction import ClassifyTiming, LabelScore, Prediction
 from edge_agent.engine.session import OUTPUT_NAME, load_tokenizer, open_session
 from edge_agent.telemetry.logs import get_logger
 
@@ -70,13 +70,20 @@ class Classifier:
         truncated = [bool(e.overflowing) for e in encodings]
         return {"input_ids": ids, "attention_mask": mask}, truncated
 
-    def logits(self, texts: Sequence[str]) -> tuple[FloatArray, list[bool]]:
+    def logits(
+        self, texts: Sequence[str], timing: ClassifyTiming | None = None
+    ) -> tuple[FloatArray, list[bool]]:
         """Raw logits [len(texts), len(labels)] and truncation flags."""
         all_logits: list[FloatArray] = []
         all_truncated: list[bool] = []
         for start in range(0, len(texts), MAX_RUN_BATCH):
+            began = time.perf_counter()
             feeds, truncated = self.encode(texts[start : start + MAX_RUN_BATCH])
+            tokenized = time.perf_counter()
             (out,) = self.session.run([OUTPUT_NAME], feeds)
+            if timing is not None:
+                timing.tokenize_s += tokenized - began
+                timing.infer_s += time.perf_counter() - tokenized
             all_logits.append(np.asarray(out, dtype=np.float32))
             all_truncated.extend(truncated)
         if not all_logits:
@@ -92,8 +99,10 @@ class Classifier:
         softmax: FloatArray = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
         return softmax
 
-    def classify(self, texts: Sequence[str], top_k: int = 3) -> list[Prediction]:
-        logits, truncated = self.logits(texts)
+    def classify(
+        self, texts: Sequence[str], top_k: int = 3, timing: ClassifyTiming | None = None
+    ) -> list[Prediction]:
+        logits, truncated = self.logits(texts, timing)
         return self.predictions(logits, truncated, top_k)
 
     def predictions(

@@ -25,3 +25,12 @@ class Prediction:
     truncated: bool  # the tokenizer cut tokens at max_seq_len
     model: str  # the bundle's name and version: every result names what labelled it
     version: str
+
+
+@dataclass
+class ClassifyTiming:
+    """Where a classify call's time went, summed over the calls it is passed to: the
+    per-stage figures on the stats topic and /metrics (docs/benchmarks.md)."""
+
+    tokenize_s: float = 0.0
+    infer_s: float = 0.0

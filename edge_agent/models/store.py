@@ -33,7 +33,7 @@ from edge_agent.bundle.layout import BundleError
 from edge_agent.bundle.verify import Verifier
 from edge_agent.bundle.versions import BundleRef
 from edge_agent.engine.classifier import Classifier, Precision, load_classifier
-from edge_agent.engine.prediction import Prediction
+from edge_agent.engine.prediction import ClassifyTiming, Prediction
 from edge_agent.models.watch import ModelWatcher
 from edge_agent.telemetry.logs import get_logger
 
@@ -169,9 +169,16 @@ class ModelStore:
         with self._lock:
             return self._loaded[name]
 
-    def classify(self, name: str, texts: Sequence[str], *, top_k: int) -> list[Prediction]:
+    def classify(
+        self,
+        name: str,
+        texts: Sequence[str],
+        *,
+        top_k: int,
+        timing: ClassifyTiming | None = None,
+    ) -> list[Prediction]:
         """The pipeline's `Classify`: one call, one classifier, so one version per call."""
-        return self.get(name).classify(texts, top_k=top_k)
+        return self.get(name).classify(texts, top_k=top_k, timing=timing)
 
     def versions(self) -> dict[str, str]:
         with self._lock:

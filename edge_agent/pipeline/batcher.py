@@ -6,9 +6,12 @@ acknowledged. The bound is enforced upstream instead: it is sent to the broker a
 Receive Maximum, so the broker holds the backlog. A redelivery burst after a reconnect
 can briefly exceed it; that is counted, logged by the caller, and harmless.
 
-`next_batch` returns as soon as `max_batch` items are there, or when the oldest waiting
-item has waited `max_wait_s`: a lone message is never held longer than that, and a busy
-agent (items already waited while the previous batch ran) gets full batches at once.
+Continuous batching: with `max_wait_s` 0 (the default) `next_batch` hands over at once
+whatever is queued, up to `max_batch`. An idle worker runs a lone message immediately, and
+a busy one gets, as its next batch, what arrived while the previous batch ran: batches grow
+with the load by themselves, and no message waits for company that may never come. With a
+wait, `next_batch` returns as soon as `max_batch` items are there, or when the oldest
+waiting item has waited `max_wait_s` (larger batches at light load, for latency).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from edge_agent.engine.prediction import Prediction
+from edge_agent.engine.prediction import ClassifyTiming, Prediction
 from edge_agent.pipeline import messages, routing
 from edge_agent.pipeline.attempts import AttemptLog, message_key
 from edge_agent.pipeline.inbound import Inbound
@@ -34,7 +34,15 @@ log = get_logger(__name__)
 class Classify(Protocol):
     """Label texts with the named model's current version (edge_agent.models.store)."""
 
-    def __call__(self, model: str, texts: Sequence[str], /, *, top_k: int) -> list[Prediction]: ...
+    def __call__(
+        self,
+        model: str,
+        texts: Sequence[str],
+        /,
+        *,
+        top_k: int,
+        timing: ClassifyTiming | None = None,
+    ) -> list[Prediction]: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,10 @@ class BatchResult:
     by_delivery: list[tuple[Inbound, list[Outgoing]]]
     keys: list[str]  # attempt keys begun for this batch; finish them once published
     models: dict[str, int] = field(default_factory=dict)
-    classify_ms: float = 0.0
+    started: float = 0.0  # time.monotonic() when processing began: the end of queueing
+    prepare_s: float = 0.0  # attempts journalled, payloads decoded, routes chosen
+    timing: ClassifyTiming = field(default_factory=ClassifyTiming)  # tokenize, infer
+    encode_s: float = 0.0  # building the result payloads and topics
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,7 @@ class Processor:
         self._max_attempts = settings.max_attempts
 
     def process(self, batch: list[Inbound]) -> BatchResult:
+        started = time.monotonic()
         outgoing: list[list[Outgoing]] = [[] for _ in batch]
         keys: list[str] = []
         jobs: list[_Job] = []
@@ -123,7 +135,12 @@ class Processor:
                     )
                 else:
                     jobs.append(_Job(position, route, decoded, key, suspect=previous > 0))
-        result = BatchResult(list(zip(batch, outgoing, strict=True)), keys)
+        result = BatchResult(
+            list(zip(batch, outgoing, strict=True)),
+            keys,
+            started=started,
+            prepare_s=time.monotonic() - started,
+        )
         self._classify_all(batch, jobs, outgoing, result)
         return result
 
@@ -144,21 +161,28 @@ class Processor:
             for chunk in chunks:
                 if not chunk:
                     continue
-                started = time.monotonic()
-                for job, prediction in self._classify_chunk(model, chunk, batch, outgoing):
+                labelled = self._classify_chunk(model, chunk, batch, outgoing, result.timing)
+                encoding = time.perf_counter()
+                for job, prediction in labelled:
                     outgoing[job.position].append(
                         self._result(batch[job.position], job, prediction)
                     )
-                result.classify_ms += (time.monotonic() - started) * 1000
+                result.encode_s += time.perf_counter() - encoding
                 models[model] += len(chunk)
         result.models = dict(models)
 
     def _classify_chunk(
-        self, model: str, chunk: list[_Job], batch: list[Inbound], outgoing: list[list[Outgoing]]
+        self,
+        model: str,
+        chunk: list[_Job],
+        batch: list[Inbound],
+        outgoing: list[list[Outgoing]],
+        timing: ClassifyTiming,
     ) -> list[tuple[_Job, Prediction]]:
         top_k = self._settings.top_k
         try:
-            predictions = self._classify(model, [job.request.text for job in chunk], top_k=top_k)
+            texts = [job.request.text for job in chunk]
+            predictions = self._classify(model, texts, top_k=top_k, timing=timing)
             return list(zip(chunk, predictions, strict=True))
         except Exception as error:  # any inference failure is isolated per message, not fatal
             if len(chunk) > 1:
@@ -167,7 +191,7 @@ class Processor:
                 )
                 done: list[tuple[_Job, Prediction]] = []
                 for job in chunk:
-                    done += self._classify_chunk(model, [job], batch, outgoing)
+                    done += self._classify_chunk(model, [job], batch, outgoing, timing)
                 return done
             job = chunk[0]
             attempts = self._attempts.failed(job.key)
@@ -183,7 +207,7 @@ class Processor:
                     batch[job.position], attempts, repr(error)
                 )
                 return []
-            return self._classify_chunk(model, chunk, batch, outgoing)
+            return self._classify_chunk(model, chunk, batch, outgoing, timing)
 
     def _result(self, inbound: Inbound, job: _Job, prediction: Prediction) -> Outgoing:
         latency_ms = (time.monotonic() - inbound.received_at) * 1000

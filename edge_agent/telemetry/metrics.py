@@ -19,7 +19,7 @@ from typing import Final
 
 from edge_agent import __version__
 from edge_agent.telemetry.logs import get_logger
-from edge_agent.telemetry.stats import LATENCY_BUCKETS_MS, StatsSnapshot
+from edge_agent.telemetry.stats import LATENCY_BUCKETS_MS, STAGE_BUCKETS_MS, StatsSnapshot
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_PATH: Final = "/metrics"
@@ -61,6 +61,7 @@ def render_prometheus(snapshot: StatsSnapshot) -> str:
         ],
     )
     _histogram(lines, snapshot)
+    _stage_histogram(lines, snapshot)
     _family(
         lines,
         "edge_agent_batches_total",
@@ -107,6 +108,23 @@ def _histogram(lines: list[str], snapshot: StatsSnapshot) -> None:
         lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
     lines.append(f"{name}_sum {_number(snapshot.latency_sum_ms / 1000)}")
     lines.append(f"{name}_count {snapshot.latency_count}")
+
+
+def _stage_histogram(lines: list[str], snapshot: StatsSnapshot) -> None:
+    name = "edge_agent_stage_seconds"
+    lines.append(
+        f"# HELP {name} Time labelled messages spent in each stage of the agent "
+        "(queue, prepare, tokenize, infer, encode, handoff, puback)."
+    )
+    lines.append(f"# TYPE {name} histogram")
+    bounds = [_number(bound_ms / 1000) for bound_ms in STAGE_BUCKETS_MS] + ["+Inf"]
+    for stage, figures in snapshot.stages.items():
+        running = 0
+        for bound, count in zip(bounds, figures.bucket_counts, strict=True):
+            running += count
+            lines.append(f'{name}_bucket{{stage="{stage}",le="{bound}"}} {running}')
+        lines.append(f'{name}_sum{{stage="{stage}"}} {_number(figures.sum_ms / 1000)}')
+        lines.append(f'{name}_count{{stage="{stage}"}} {figures.count}')
 
 
 def _family(

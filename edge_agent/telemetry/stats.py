@@ -30,6 +30,40 @@ LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
 )
 
 
+# Where a message's time goes, in the order it passes (docs/benchmarks.md, "Where the time
+# goes"): waiting in the queue (from paho's network thread to its batch starting), the
+# batch's preparation (attempt journal, decoding, routing), the tokenizer, onnxruntime,
+# building the results, handing each to paho, and from paho to the broker's PUBACK.
+# prepare/tokenize/infer/encode are per batch: every message in a batch waits for all of it.
+STAGES: Final = ("queue", "prepare", "tokenize", "infer", "encode", "handoff", "puback")
+# Stages are sub-millisecond on a fast CPU: finer buckets than end-to-end latency.
+STAGE_BUCKETS_MS: Final[tuple[float, ...]] = (
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1000,
+)
+
+
+@dataclass(frozen=True)
+class StageSnapshot:
+    bucket_counts: tuple[int, ...]  # one per STAGE_BUCKETS_MS entry, then +Inf
+    sum_ms: float
+    count: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
 @dataclass(frozen=True)
 class StatsSnapshot:
     messages_in: int
@@ -46,6 +80,7 @@ class StatsSnapshot:
     queue_depth: int
     connected: bool
     models: dict[str, str]  # model name -> active version
+    stages: dict[str, StageSnapshot] = field(default_factory=dict)  # STAGES, in order
 
 
 @dataclass
@@ -62,6 +97,16 @@ class Stats:
     _queue_depth: int = 0
     _connected: bool = False
     _models: dict[str, str] = field(default_factory=dict)
+    _stage_buckets: dict[str, list[int]] = field(
+        default_factory=lambda: {stage: [0] * (len(STAGE_BUCKETS_MS) + 1) for stage in STAGES}
+    )
+    _stage_sums_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def stage_took(self, stage: str, ms: float, messages: int = 1) -> None:
+        """`messages` messages spent `ms` each in `stage` (one of STAGES)."""
+        with self._lock:
+            self._stage_buckets[stage][bisect.bisect_left(STAGE_BUCKETS_MS, ms)] += messages
+            self._stage_sums_ms[stage] += ms * messages
 
     def message_received(self) -> None:
         with self._lock:
@@ -112,10 +157,23 @@ class Stats:
                 queue_depth=self._queue_depth,
                 connected=self._connected,
                 models=dict(self._models),
+                stages={stage: self._stage_snapshot(stage) for stage in STAGES},
             )
 
+    def _stage_snapshot(self, stage: str) -> StageSnapshot:
+        buckets = tuple(self._stage_buckets[stage])
+        return StageSnapshot(
+            bucket_counts=buckets,
+            sum_ms=self._stage_sums_ms[stage],
+            count=sum(buckets),
+            p50_ms=_quantile_from_buckets(buckets, 0.50, STAGE_BUCKETS_MS),
+            p99_ms=_quantile_from_buckets(buckets, 0.99, STAGE_BUCKETS_MS),
+        )
 
-def _quantile_from_buckets(buckets: tuple[int, ...], q: float) -> float | None:
+
+def _quantile_from_buckets(
+    buckets: tuple[int, ...], q: float, bounds: tuple[float, ...] = LATENCY_BUCKETS_MS
+) -> float | None:
     """Upper bound of the bucket holding quantile q; None before any observation.
 
     Bucket bounds, not exact values: a histogram keeps memory constant over months of
@@ -129,5 +187,5 @@ def _quantile_from_buckets(buckets: tuple[int, ...], q: float) -> float | None:
     for index, count in enumerate(buckets):
         running += count
         if running >= rank:
-            return LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else float("inf")
+            return bounds[index] if index < len(bounds) else float("inf")
     return float("inf")

@@ -118,6 +118,8 @@ def _busy_stats() -> Stats:
     stats.set_connected(True)
     stats.set_model("sentiment", "1.2.0")
     stats.set_model("intent", "0.3.1")
+    stats.stage_took("infer", 0.7, messages=2)  # a batch of two, 0.7 ms each
+    stats.stage_took("queue", 2000.0)  # beyond the last stage bucket
     return stats
 
 
@@ -125,6 +127,26 @@ def _value(family: Family, **labels: str) -> float:
     values = [v for _, sample_labels, v in family.samples if sample_labels == labels]
     assert len(values) == 1, (labels, family.samples)
     return values[0]
+
+
+def test_stage_histograms_are_cumulative_per_stage() -> None:
+    families = parse_exposition(render_prometheus(_busy_stats().snapshot()))
+    stages = families["edge_agent_stage_seconds"]
+    assert stages.kind == "histogram"
+    assert _value(stages, stage="infer", le="0.0005") == 0
+    assert _value(stages, stage="infer", le="0.001") == 2
+    assert _value(stages, stage="infer", le="+Inf") == 2
+    assert _value(stages, stage="queue", le="1") == 0  # 2 s: only in +Inf
+    assert _value(stages, stage="queue", le="+Inf") == 1
+    assert {labels["stage"] for _, labels, _ in stages.samples} == {
+        "queue",
+        "prepare",
+        "tokenize",
+        "infer",
+        "encode",
+        "handoff",
+        "puback",
+    }
 
 
 def test_rendered_text_parses_back_to_what_was_recorded() -> None:

@@ -41,6 +41,12 @@ def test_labels_come_back_for_plain_and_json_input(
     stats = client.wait_for(1, topic_prefix=f"edge-agent/{name}/stats", timeout_s=5)[0].json()
     assert stats["messages_in"] == 2 and stats["messages_out"] == 2
     assert stats["models"] == {"tiny": "1.0.0"} and stats["latency_p99_ms"] is not None
+    stages = stats["stages_ms"]
+    assert list(stages) == ["queue", "prepare", "tokenize", "infer", "encode", "handoff", "puback"]
+    # every labelled message passed every stage once (its PUBACK may still be on its way)
+    assert all(stages[name]["count"] == 2 for name in ("queue", "prepare", "tokenize", "infer"))
+    assert stages["handoff"]["count"] == 2 and stages["puback"]["count"] <= 2
+    assert all(stages[name]["p50"] is not None for name in ("tokenize", "infer", "handoff"))
 
     assert agent.stop() == 0
     log = agent.log_path.read_text()

@@ -1,4 +1,5 @@
-"""Micro-batching hand-off: full batches at once, lone items within max_wait, close drains."""
+"""Micro-batching hand-off: continuous by default (what is queued goes at once), full
+batches at once, lone items within max_wait when one is set, close drains."""
 
 from __future__ import annotations
 
@@ -16,6 +17,19 @@ def test_full_batch_returns_without_waiting() -> None:
     assert batcher.next_batch(1.0) == [0, 1, 2, 3]
     assert batcher.next_batch(1.0) == [4, 5, 6, 7]
     assert time.monotonic() - started < 1.0
+
+
+def test_continuous_batching_hands_over_what_is_queued_without_waiting() -> None:
+    batcher: Batcher[int] = Batcher(bound=100, max_batch=4, max_wait_s=0.0)
+    batcher.put(1)
+    # A wait for company would take the whole 5 s: the lone item comes back at once.
+    started = time.monotonic()
+    assert batcher.next_batch(5.0) == [1]
+    for item in range(2, 8):  # what queued while the previous batch ran
+        batcher.put(item)
+    assert batcher.next_batch(5.0) == [2, 3, 4, 5]
+    assert batcher.next_batch(5.0) == [6, 7]
+    assert time.monotonic() - started < 2.5
 
 
 def test_lone_item_waits_at_most_max_wait() -> None:
