@@ -359,6 +359,7 @@ class Service:
                 item.topic,
                 item.payload,
                 qos=item.qos,
+                retain=item.retain,
                 correlation_data=item.correlation_data,
                 on_done=done,
             )

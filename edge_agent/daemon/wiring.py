@@ -30,6 +30,7 @@ from edge_agent.pipeline.acks import AckLedger
 from edge_agent.pipeline.attempts import AttemptLog
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.inbound import Inbound
+from edge_agent.pipeline.output import OutputPolicy
 from edge_agent.pipeline.processing import Processor, Settings
 from edge_agent.telemetry.metrics import MetricsServer, render_prometheus
 from edge_agent.telemetry.sd_notify import Notifier
@@ -116,6 +117,14 @@ def routes_from_config(config: Config) -> tuple[routing.Route, ...]:
                 max_text_bytes=config.limits.max_text_bytes,
             ),
             qos=route.qos,
+            output=OutputPolicy(
+                retain=route.retain,
+                on_change=route.on_change,
+                payload=route.payload,
+                fields=route.fields,
+                min_score=route.min_score,
+                uncertain_label=route.uncertain_label,
+            ),
         )
         for index, route in enumerate(config.routes)
     )
