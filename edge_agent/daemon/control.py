@@ -80,16 +80,24 @@ class ControlChannel:
             if self._admit():
                 name = inbound.topic[len(self._request_prefix) :]
                 self._answer(name, inbound.payload)
+        except Exception as error:  # on paho's network thread: log, never raise
+            log.error("control_request_failed", topic=inbound.topic, error=repr(error))
         finally:
             acknowledge(self._ledger, inbound)
 
     def connected(self) -> None:
         self._link.subscribe([self._request_prefix + "+"])
-        self.publish_info()
+        try:
+            self.publish_info()
+        except Exception as error:  # on paho's network thread: log, never raise
+            log.error("control_info_failed", error=repr(error))
 
     def swapped(self, swapped: Swapped) -> None:
         del swapped
-        self.publish_info()
+        try:
+            self.publish_info()
+        except Exception as error:  # on the worker thread: log, never raise
+            log.error("control_info_failed", error=repr(error))
 
     # ---- requests ----------------------------------------------------------------------
 

@@ -108,16 +108,24 @@ class HomeAssistantChannel:
             if inbound.payload.strip() == b"online":
                 log.info("homeassistant_online", announcing=self._device.discovery_topic)
                 self.announce(force=True)
+        except Exception as error:  # on paho's network thread: log, never raise
+            log.error("homeassistant_announce_failed", error=repr(error))
         finally:
             acknowledge(self._ledger, inbound)
 
     def connected(self) -> None:
         self._link.subscribe([self._ha_status])
-        self.announce(force=True)
+        try:
+            self.announce(force=True)
+        except Exception as error:  # on paho's network thread: log, never raise
+            log.error("homeassistant_announce_failed", error=repr(error))
 
     def swapped(self, swapped: Swapped) -> None:
         del swapped
-        self.announce(force=False)  # published only if options or versions changed
+        try:
+            self.announce(force=False)  # published only if the document changed (labels)
+        except Exception as error:  # on the worker thread: log, never raise
+            log.error("homeassistant_announce_failed", error=repr(error))
 
     # ---- the pipeline's ResultObserver (worker thread) ------------------------------------
 

@@ -211,7 +211,10 @@ class Processor:
             # A request with a Response Topic always gets its answer, shaped the same way but
             # never retained or suppressed: its caller is waiting for it.
             if self._observer is not None:
-                self._observer(job.route, inbound.topic, topic)
+                try:
+                    self._observer(job.route, inbound.topic, topic)
+                except Exception as error:  # an observer's failure never costs a result
+                    log.error("result_observer_failed", topic=topic, error=repr(error))
             if policy.on_change and not self._last_labels.changed(topic, prediction.label):
                 return None
         if policy.payload == "label":
