@@ -181,6 +181,9 @@ class HomeAssistantChannel:
         )
 
     def _track(self, route: routing.Route, input_topic: str) -> bool:
+        if "{topic}" not in route.publish:
+            # Every input topic publishes to the same place: one entity, named by the route.
+            input_topic = route.filter
         state_topic = routing.render(
             route.publish, topic=input_topic, model=route.model, client_id=self._client_id
         )

@@ -51,6 +51,7 @@ def test_discovery_is_retained_conforms_and_grows_with_wildcard_topics(
             "payload": "label",
             "min_score": 0.99,
         },
+        {"subscribe": "ha1/many/+", "model": "tiny", "publish": "ha1/many-label"},
     ]
     agent, _ = start_agent(
         "ha1", routes=routes, homeassistant={"enabled": True, "max_topics_per_route": 2}
@@ -89,13 +90,25 @@ def test_discovery_is_retained_conforms_and_grows_with_wildcard_topics(
     assert diagnostics == {"Messages per second", "Queue depth", "Model tiny version"}
 
     # A wildcard route: announced per concrete topic, before that topic's first result.
-    client.subscribe(topic, "ha1/in/+/label")
+    client.subscribe(topic, "ha1/in/+/label", "ha1/many-label")
     announced = len(_configs(client, topic))
     for room in ("kitchen", "hall", "attic"):  # the bound is 2 topics for this route
         client.publish(f"ha1/in/{room}", f"the {room} light is on")
     client.wait_for(3, topic_prefix="ha1/in/")
-    grown = _wait_config(client, topic, announced + 2)
-    assert set(_entities(grown, "sensor")) == {"ha1/door", "ha1/in/kitchen", "ha1/in/hall"}
+    # A wildcard route whose results all go to one topic has one entity, named by the route.
+    for leaf in ("x", "y"):
+        client.publish(f"ha1/many/{leaf}", "one output topic")
+    client.wait_for(2, topic_prefix="ha1/many-label")
+    grown = _wait_config(client, topic, announced + 3)
+    assert set(_entities(grown, "sensor")) == {
+        "ha1/door",
+        "ha1/in/kitchen",
+        "ha1/in/hall",
+        "ha1/many/+",
+    }
+    assert _entities(grown, "sensor")["ha1/many/+"]["state_topic"] == "ha1/many-label"
+    time.sleep(0.3)
+    assert len(_configs(client, topic)) == announced + 3  # "y" added nothing
     kitchen = _entities(grown, "sensor")["ha1/in/kitchen"]
     assert kitchen["state_topic"] == kitchen["json_attributes_topic"] == "ha1/in/kitchen/label"
     assert kitchen["value_template"] == "{{ value_json.label }}"
