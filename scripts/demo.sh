@@ -2,11 +2,22 @@
 # The main job in one command: install, start a broker if needed, start the agent with the
 # shipped default model, publish a few sentences with a real MQTT client, show the labels,
 # then keep serving until Ctrl-C.
-#   bash scripts/demo.sh
+#   bash scripts/demo.sh                  # or: bash scripts/demo.sh --homeassistant
+# --homeassistant: also announce the agent to Home Assistant (MQTT discovery) and print the
+#                  discovery topic and the entities it created.
 # Environment: EDGE_AGENT_CONFIG (default config/edge-agent.yaml),
 #              EDGE_AGENT_BROKER_PORT / EDGE_AGENT_BROKER_HOST (override the config's broker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+HOMEASSISTANT=0
+for arg in "$@"; do
+    case "$arg" in
+        --homeassistant) HOMEASSISTANT=1 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) printf 'demo: unknown option %s (try --help)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 PYTHON="${PYTHON:-python3}"
 VENV="${EDGE_AGENT_VENV:-.venv}"
@@ -41,6 +52,19 @@ say "installing edge-agent (runtime dependencies only)"
 # 3. the effective config tells the broker address and the model
 "$VENV/bin/edge-agent" check-config --config "$CONFIG" > "$RUN_DIR/effective.yaml" \
     || die "config $CONFIG is not valid (see the line above)"
+if [ "$HOMEASSISTANT" = 1 ]; then
+    # The effective config has every path resolved, so it works from $RUN_DIR as it is;
+    # only the masked password is dropped (its source, if any, is still named).
+    "$VENV/bin/python" - "$RUN_DIR/effective.yaml" "$RUN_DIR/homeassistant.yaml" <<'PY'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+c["broker"].pop("password", None)
+c["homeassistant"] = {**c.get("homeassistant", {}), "enabled": True}
+yaml.safe_dump(c, open(sys.argv[2], "w"), sort_keys=False)
+PY
+    CONFIG="$RUN_DIR/homeassistant.yaml"
+    say "Home Assistant discovery on (config: $CONFIG)"
+fi
 read -r HOST PORT CLIENT_ID MODEL MODELS_DIR SUBSCRIBE < <("$VENV/bin/python" - "$RUN_DIR/effective.yaml" <<'PY'
 import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
@@ -95,6 +119,33 @@ for _ in $(seq 300); do
 done
 case "$state" in *'"online"'*) say "agent online: $state" ;; *) die "agent not online after 30 s" ;; esac
 
+# 5b. with --homeassistant: what the agent announced (retained, so readable any time)
+show_discovery() {
+    local topic
+    topic=$("$VENV/bin/python" - "$CONFIG" <<'PY'
+import re, sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+node = "edge_agent_" + (re.sub(r"[^a-zA-Z0-9_-]+", "_", c["broker"]["client_id"]) or "agent")
+print(f'{c["homeassistant"]["discovery_prefix"].rstrip("/")}/device/{node}/config')
+PY
+)
+    mosquitto_sub -h "$HOST" -p "$PORT" -t "$topic" -v -C 1 -W 5 > "$RUN_DIR/discovery.txt" 2>/dev/null || true
+    "$VENV/bin/python" - "$RUN_DIR/discovery.txt" <<'PY' || say "no discovery config on $topic within 5 s (see $RUN_DIR/agent.log)"
+import json, sys
+topic, _, payload = open(sys.argv[1]).readline().rstrip("\n").partition(" ")
+if not payload:
+    sys.exit(1)
+print(f"==> Home Assistant discovery: {topic} (retained)")
+for key, component in json.loads(payload)["cmps"].items():
+    name = component.get("name", key)
+    print(f"    {component['p']:7} {name:32} <- {component.get('state_topic', '')}")
+PY
+}
+if [ "$HOMEASSISTANT" = 1 ]; then
+    show_discovery
+    say "wildcard routes get entities per topic on its first message (shown after the samples)"
+fi
+
 # 6. show results as they come back, then publish sample sentences
 TOPIC="${SUBSCRIBE//+/demo}"
 TOPIC="${TOPIC//#/demo}"
@@ -111,6 +162,10 @@ for text in \
     printf '    -> %s\n' "$text"
     mosquitto_pub -h "$HOST" -p "$PORT" -q 1 -t "$TOPIC" -m "$text"
 done
+if [ "$HOMEASSISTANT" = 1 ]; then
+    sleep 1
+    show_discovery
+fi
 say "serving; publish your own with: mosquitto_pub -h $HOST -p $PORT -t $TOPIC -m 'some text'"
 say "Ctrl-C to stop"
 wait "$AGENT"

@@ -19,14 +19,24 @@ from typing import Any, Final, Literal
 
 import yaml
 
+from edge_agent.config.integrations import (
+    CONFIG_SCHEMA_VERSION,
+    ControlConfig,
+    HomeAssistantConfig,
+    check_integrations,
+    check_route_output,
+)
 from edge_agent.config.schema import ConfigError, build, describe
 from edge_agent.pipeline import routing
 
 __all__ = [  # ConfigError is re-exported: callers catch it from here
+    "CONFIG_SCHEMA_VERSION",
     "BatchingConfig",
     "BrokerConfig",
     "Config",
     "ConfigError",
+    "ControlConfig",
+    "HomeAssistantConfig",
     "LimitsConfig",
     "LoggingConfig",
     "MetricsConfig",
@@ -84,6 +94,13 @@ class RouteConfig:
     id_field: str = "id"
     passthrough: tuple[str, ...] = ()
     qos: Literal[0, 1, 2] = 1  # QoS of the results; inputs are always subscribed at QoS 1
+    # Output shaping (edge_agent/pipeline/output.py); the defaults are the full document.
+    retain: bool = False
+    on_change: bool = False
+    payload: Literal["full", "label"] = "full"
+    fields: tuple[str, ...] | None = None
+    min_score: float | None = None
+    uncertain_label: str = "uncertain"
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,9 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     ota: OtaConfig = OtaConfig()
+    # Defined in config/integrations.py; a factory because ruff cannot see they are frozen.
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -285,11 +305,13 @@ def _check_semantics(config: Config) -> None:
                 f"{where}.publish: results on {route.publish!r} would match the route's own "
                 f"filter {route.subscribe!r} and be classified again"
             )
+        check_route_output(route, where)
     for name in ("status", "stats", "errors", "dead_letter"):
         topic = config.topic(getattr(config.topics, name))
         problem = routing.topic_problem(topic)
         if problem:
             raise ConfigError(f"topics.{name}: {problem}, got {topic!r}")
+    check_integrations(config)
 
 
 def _resolve(config: Config, base_dir: Path, env: Mapping[str, str]) -> Config:

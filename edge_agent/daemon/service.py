@@ -36,6 +36,7 @@ from edge_agent import __version__
 from edge_agent.config.settings import Config
 from edge_agent.daemon.model_events import ModelEvents
 from edge_agent.daemon.ota_channel import OtaChannel
+from edge_agent.daemon.side_channels import SideChannel
 from edge_agent.models.store import BundleRefused, ModelStore, Swapped
 from edge_agent.mqtt.link import MqttLink
 from edge_agent.pipeline.acks import AckLedger, DeliveryRef
@@ -111,6 +112,7 @@ class Service:
         ota: OtaChannel | None,
         metrics: MetricsServer | None,
         notifier: Notifier,
+        channels: tuple[SideChannel, ...] = (),
     ) -> None:
         self.config = config
         self.store = store
@@ -124,6 +126,7 @@ class Service:
         self.ota = ota
         self.metrics = metrics
         self.notifier = notifier
+        self.channels = channels  # Home Assistant, control topic (daemon/side_channels.py)
         self.should_exit = threading.Event()
         self.force_exit = False
         self._worker = threading.Thread(target=self._work, name="edge-agent-worker", daemon=True)
@@ -258,6 +261,7 @@ class Service:
                 stage: {"p50": figures.p50_ms, "p99": figures.p99_ms, "count": figures.count}
                 for stage, figures in snapshot.stages.items()
             },
+            "messages_per_s": self.stats.messages_per_s(time.monotonic()),
         }
         topic = self.config.topic(self.config.topics.stats)
         self.link.publish(topic, json.dumps(body, separators=(",", ":")).encode(), qos=0)
@@ -276,6 +280,10 @@ class Service:
         if self.ota is not None and self.ota.takes(inbound.topic):
             self.ota.deliver(inbound)  # never into the inference queue
             return
+        for channel in self.channels:
+            if channel.takes(inbound.topic):
+                channel.deliver(inbound)  # never into the inference queue
+                return
         self.stats.message_received()
         if inbound.qos > 0:
             self.ledger.arrived(DeliveryRef(inbound.generation, inbound.mid))
@@ -299,6 +307,8 @@ class Service:
         self.events.publish_online()
         if self.ota is not None:
             self.ota.connected()
+        for channel in self.channels:
+            channel.connected()
 
     def on_disconnected(self) -> None:
         self.stats.set_connected(False)
@@ -316,6 +326,8 @@ class Service:
         self.events.swapped(swapped)
         if self.ota is not None:
             self.ota.swap_result(swapped.name, swapped.version, None)
+        for channel in self.channels:
+            channel.swapped(swapped)
 
     # ---- worker thread -------------------------------------------------------------------
 
@@ -390,6 +402,7 @@ class Service:
                 item.topic,
                 item.payload,
                 qos=item.qos,
+                retain=item.retain,
                 correlation_data=item.correlation_data,
                 on_done=done if needs_ack or item.qos > 0 else None,
             )

@@ -13,14 +13,18 @@ a classify function, the link gets its subscriptions, the service gets finished 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from edge_agent.bundle.keys import KeyFileError, Keyring
 from edge_agent.bundle.layout import BundleError
 from edge_agent.config.settings import Config
+from edge_agent.daemon.control import ControlChannel
+from edge_agent.daemon.homeassistant import Cleanup, HomeAssistantChannel
 from edge_agent.daemon.model_events import ModelEvents
 from edge_agent.daemon.ota_channel import OtaChannel
 from edge_agent.daemon.service import Service
+from edge_agent.daemon.side_channels import SideChannel
 from edge_agent.models.store import ModelStore
 from edge_agent.mqtt.link import MqttLink, Subscription
 from edge_agent.ota.receiver import OtaReceiver, OtaSettings
@@ -30,7 +34,8 @@ from edge_agent.pipeline.acks import AckLedger
 from edge_agent.pipeline.attempts import AttemptLog
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.inbound import Inbound
-from edge_agent.pipeline.processing import Processor, Settings
+from edge_agent.pipeline.output import OutputPolicy
+from edge_agent.pipeline.processing import Processor, ResultObserver, Settings
 from edge_agent.telemetry.metrics import MetricsServer, render_prometheus
 from edge_agent.telemetry.sd_notify import Notifier
 from edge_agent.telemetry.stats import Stats
@@ -49,19 +54,6 @@ def build_service(config: Config) -> Service:
     for name, version in store.versions().items():
         stats.set_model(name, version)
     routes = routes_from_config(config)
-    processor = Processor(
-        routes,
-        store.classify,
-        attempts,
-        Settings(
-            client_id=config.broker.client_id,
-            errors_topic=config.topic(config.topics.errors),
-            dead_letter_topic=config.topic(config.topics.dead_letter),
-            max_attempts=config.limits.max_attempts,
-            top_k=config.results.top_k,
-            echo_text=config.results.echo_text,
-        ),
-    )
     batcher: Batcher[Inbound] = Batcher(
         bound=config.broker.receive_maximum,
         max_batch=config.batching.max_batch,
@@ -77,12 +69,27 @@ def build_service(config: Config) -> Service:
         status_topic=status_topic,
     )
     ledger = AckLedger(send_ack=link.ack)
+    channels, observer, control = _side_channels(config, routes, link, ledger, store)
+    processor = Processor(
+        routes,
+        store.classify,
+        attempts,
+        Settings(
+            client_id=config.broker.client_id,
+            errors_topic=config.topic(config.topics.errors),
+            dead_letter_topic=config.topic(config.topics.dead_letter),
+            max_attempts=config.limits.max_attempts,
+            top_k=config.results.top_k,
+            echo_text=config.results.echo_text,
+        ),
+        observer,
+    )
     events = ModelEvents(link, stats, status_topic=status_topic, versions=store.versions)
     ota = None
     if config.ota.enabled:
         ota = _ota_channel(config, keyring, store=store, link=link, ledger=ledger, events=events)
     metrics = _metrics_server(config, stats)
-    return Service(
+    service = Service(
         config,
         store=store,
         attempts=attempts,
@@ -95,7 +102,41 @@ def build_service(config: Config) -> Service:
         ota=ota,
         metrics=metrics,
         notifier=Notifier(),
+        channels=tuple(channels),
     )
+    if control is not None:
+        control.bind_health(lambda: _health_data(service))
+    return service
+
+
+def _side_channels(
+    config: Config,
+    routes: tuple[routing.Route, ...],
+    link: MqttLink,
+    ledger: AckLedger,
+    store: ModelStore,
+) -> tuple[list[SideChannel], ResultObserver | None, ControlChannel | None]:
+    """Home Assistant discovery (or the cleanup after it) and the control topic."""
+    channels: list[SideChannel] = []
+    observer: ResultObserver | None = None
+    if config.homeassistant.enabled:
+        homeassistant = HomeAssistantChannel(
+            config, routes=routes, link=link, ledger=ledger, store=store
+        )
+        observer = homeassistant.observe  # wildcard routes: entities per new topic
+        channels.append(homeassistant)
+    else:
+        channels.append(Cleanup(config, link))  # removes what an earlier run announced
+    control = None
+    if config.control.enabled:
+        control = ControlChannel(config, link=link, ledger=ledger, store=store)
+        channels.append(control)
+    return channels, observer, control
+
+
+def _health_data(service: Service) -> dict[str, object]:
+    health = service.health(time.monotonic())
+    return {"healthy": health.ok, "worker": health.worker, "network": health.network}
 
 
 def routes_from_config(config: Config) -> tuple[routing.Route, ...]:
@@ -116,6 +157,14 @@ def routes_from_config(config: Config) -> tuple[routing.Route, ...]:
                 max_text_bytes=config.limits.max_text_bytes,
             ),
             qos=route.qos,
+            output=OutputPolicy(
+                retain=route.retain,
+                on_change=route.on_change,
+                payload=route.payload,
+                fields=route.fields,
+                min_score=route.min_score,
+                uncertain_label=route.uncertain_label,
+            ),
         )
         for index, route in enumerate(config.routes)
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from edge_agent.engine.prediction import Prediction  # pure data, no onnxruntime
-from edge_agent.pipeline import routing
+from edge_agent.pipeline import pointer, routing
 
 MAX_ID_CHARS: Final = 128
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -105,8 +105,9 @@ def _decode_json(fallback_id: str, text: str, spec: InputSpec) -> Request | BadI
             fallback_id, WRONG_TYPE, f"expected a JSON object, got {_json_type(document)}"
         )
     message_id = fallback_id
-    if spec.id_field in document:
-        usable = _usable_id(document[spec.id_field])
+    raw_id = pointer.select(document, spec.id_field)
+    if not isinstance(raw_id, pointer.Missing):  # no id: the payload hash stands in
+        usable = _usable_id(raw_id)
         if usable is None:
             return BadInput(
                 fallback_id,
@@ -115,18 +116,26 @@ def _decode_json(fallback_id: str, text: str, spec: InputSpec) -> Request | BadI
                 f"{MAX_ID_CHARS} characters without + # / or NUL",
             )
         message_id = usable
-    if spec.text_field not in document:
-        return BadInput(
-            message_id, MISSING_TEXT_FIELD, f"JSON object has no {spec.text_field!r} field"
-        )
-    value = document[spec.text_field]
+    value = pointer.select(document, spec.text_field)
+    if isinstance(value, pointer.Missing):
+        if not pointer.is_pointer(spec.text_field):
+            message = f"JSON object has no {spec.text_field!r} field"
+        else:
+            message = f"text pointer {spec.text_field!r} does not resolve: {value.reason}"
+        return BadInput(message_id, MISSING_TEXT_FIELD, message)
     if not isinstance(value, str):
         return BadInput(
             message_id,
             WRONG_TYPE,
             f"field {spec.text_field!r} must be a string, got {_json_type(value)}",
         )
-    extra = {name: document[name] for name in spec.passthrough if name in document}
+    # Passthrough fields are optional, pointers or not: an absent one is left out, as a
+    # missing top-level name always was. Results key them by the name as configured.
+    extra: dict[str, Any] = {}
+    for name in spec.passthrough:
+        selected = pointer.select(document, name)
+        if not isinstance(selected, pointer.Missing):
+            extra[name] = selected
     return _text_request(message_id, value, spec, extra)
 
 
@@ -194,6 +203,20 @@ def encode_result(
     latency_ms: float,
     echo_text: bool,
 ) -> bytes:
+    return dump(
+        result_body(request, prediction, topic=topic, latency_ms=latency_ms, echo_text=echo_text)
+    )
+
+
+def result_body(
+    request: Request,
+    prediction: Prediction,
+    *,
+    topic: str | None,
+    latency_ms: float,
+    echo_text: bool,
+) -> dict[str, Any]:
+    """The result document as data, before any per-route field selection."""
     body: dict[str, Any] = {
         "id": request.id,
         "topic": topic,
@@ -211,14 +234,14 @@ def encode_result(
         body["text"] = request.text
     if request.passthrough:
         body["passthrough"] = request.passthrough
-    return _dump(body)
+    return body
 
 
 def encode_error(message_id: str, *, topic: str | None, code: str, message: str) -> bytes:
-    return _dump({"id": message_id, "topic": topic, "error": {"code": code, "message": message}})
+    return dump({"id": message_id, "topic": topic, "error": {"code": code, "message": message}})
 
 
-def _dump(body: Mapping[str, Any]) -> bytes:
+def dump(body: Mapping[str, Any]) -> bytes:
     # ensure_ascii=False keeps non-Latin labels readable; separators keep payloads small.
     try:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

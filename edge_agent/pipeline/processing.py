@@ -15,12 +15,12 @@ import base64
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from edge_agent.engine.prediction import ClassifyTiming, Prediction
-from edge_agent.pipeline import messages, routing
+from edge_agent.pipeline import messages, output, routing
 from edge_agent.pipeline.attempts import AttemptLog, message_key
 from edge_agent.pipeline.inbound import Inbound
 from edge_agent.telemetry.logs import get_logger
@@ -66,6 +66,7 @@ class Outgoing:
     route: str  # the route's subscription, for stats
     outcome: str  # "labelled" or an error code
     latency_ms: float | None
+    retain: bool = False
 
 
 @dataclass
@@ -88,6 +89,12 @@ class _Job:
     suspect: bool
 
 
+# Told about every labelled result before it is published: (route, input topic, output
+# topic). Home Assistant discovery uses it to announce an entity for a wildcard route's new
+# topic before that topic's first state arrives.
+ResultObserver = Callable[[routing.Route, str, str], None]
+
+
 class Processor:
     def __init__(
         self,
@@ -95,12 +102,15 @@ class Processor:
         classify: Classify,
         attempts: AttemptLog,
         settings: Settings,
+        observer: ResultObserver | None = None,
     ) -> None:
         self._routes = routes
         self._classify = classify
         self._attempts = attempts
         self._settings = settings
         self._max_attempts = settings.max_attempts
+        self._observer = observer
+        self._last_labels = output.LastLabels()
 
     def process(self, batch: list[Inbound]) -> BatchResult:
         started = time.monotonic()
@@ -164,9 +174,9 @@ class Processor:
                 labelled = self._classify_chunk(model, chunk, batch, outgoing, result.timing)
                 encoding = time.perf_counter()
                 for job, prediction in labelled:
-                    outgoing[job.position].append(
-                        self._result(batch[job.position], job, prediction)
-                    )
+                    shaped = self._result(batch[job.position], job, prediction)
+                    if shaped is not None:
+                        outgoing[job.position].append(shaped)
                 result.encode_s += time.perf_counter() - encoding
                 models[model] += len(chunk)
         result.models = dict(models)
@@ -209,29 +219,48 @@ class Processor:
                 return []
             return self._classify_chunk(model, chunk, batch, outgoing, timing)
 
-    def _result(self, inbound: Inbound, job: _Job, prediction: Prediction) -> Outgoing:
+    def _result(self, inbound: Inbound, job: _Job, prediction: Prediction) -> Outgoing | None:
+        """The result to publish, or None when on_change finds the label unchanged."""
+        policy = job.route.output
+        prediction = output.apply_min_score(prediction, policy)
         latency_ms = (time.monotonic() - inbound.received_at) * 1000
-        payload = messages.encode_result(
-            job.request,
-            prediction,
-            topic=inbound.topic,
-            latency_ms=latency_ms,
-            echo_text=self._settings.echo_text,
-        )
-        topic = self._response_topic(inbound) or routing.render(
+        response = self._response_topic(inbound)
+        topic = response or routing.render(
             job.route.publish,
             topic=inbound.topic,
             model=job.route.model,
             client_id=self._settings.client_id,
         )
+        if response is None:
+            # A request with a Response Topic always gets its answer, shaped the same way but
+            # never retained or suppressed: its caller is waiting for it.
+            if self._observer is not None:
+                try:
+                    self._observer(job.route, inbound.topic, topic)
+                except Exception as error:  # an observer's failure never costs a result
+                    log.error("result_observer_failed", topic=topic, error=repr(error))
+            if policy.on_change and not self._last_labels.changed(topic, prediction.label):
+                return None
+        if policy.payload == "label":
+            payload = prediction.label.encode("utf-8", errors="backslashreplace")
+        else:
+            body = messages.result_body(
+                job.request,
+                prediction,
+                topic=inbound.topic,
+                latency_ms=latency_ms,
+                echo_text=self._settings.echo_text,
+            )
+            payload = messages.dump(output.keep_fields(body, policy))
         return Outgoing(
             topic=topic,
             payload=payload,
             qos=job.route.qos,
-            correlation_data=inbound.correlation_data if self._response_topic(inbound) else None,
+            correlation_data=inbound.correlation_data if response else None,
             route=job.route.subscription,
             outcome=LABELLED,
             latency_ms=latency_ms,
+            retain=policy.retain and response is None,
         )
 
     def _error(

@@ -9,8 +9,10 @@ ever substituted. Shared subscriptions (`$share/<group>/<filter>`) match like th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
+
+from edge_agent.pipeline.output import OutputPolicy
 
 if TYPE_CHECKING:  # messages imports this module for its topic-level rule
     from edge_agent.pipeline.messages import InputSpec
@@ -31,10 +33,16 @@ class Route:
     group: str | None
     spec: InputSpec  # how its payloads are read
     qos: int  # of its results
+    # retain, on_change, payload form, fields, min_score (frozen; a factory for ruff's sake)
+    output: OutputPolicy = field(default_factory=OutputPolicy)
 
     @property
     def subscription(self) -> str:
         return f"$share/{self.group}/{self.filter}" if self.group else self.filter
+
+    @property
+    def has_wildcards(self) -> bool:
+        return "+" in self.filter or "#" in self.filter
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:

@@ -97,6 +97,7 @@ class Stats:
     _queue_depth: int = 0
     _connected: bool = False
     _models: dict[str, str] = field(default_factory=dict)
+    _rate_mark: tuple[float, int] | None = None  # (time, messages_in) at the last rate read
     _stage_buckets: dict[str, list[int]] = field(
         default_factory=lambda: {stage: [0] * (len(STAGE_BUCKETS_MS) + 1) for stage in STAGES}
     )
@@ -139,6 +140,16 @@ class Stats:
     def set_model(self, name: str, version: str) -> None:
         with self._lock:
             self._models[name] = version
+
+    def messages_per_s(self, now: float) -> float:
+        """Messages received per second since the previous call (one stats interval);
+        since the first message on the first call."""
+        with self._lock:
+            mark, self._rate_mark = self._rate_mark, (now, self._messages_in)
+            if mark is None:
+                return 0.0
+            elapsed = now - mark[0]
+            return round((self._messages_in - mark[1]) / elapsed, 3) if elapsed > 0 else 0.0
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:

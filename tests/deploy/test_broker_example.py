@@ -271,3 +271,24 @@ def test_agent_with_the_shipped_config_works_through_the_example_broker(
         assert "not authorized" not in agent.log_path.read_text().lower()
     finally:
         assert agent.stop() == 0, agent.log_tail()
+
+
+def test_control_requests_only_from_ops_and_answers_only_from_the_device(broker: Broker) -> None:
+    device = Subscriber(broker, "pi-01", "edge-agent/pi-01/request/+")
+    refused = _publish(broker, "app", "edge-agent/pi-01/request/info", '{"transaction": 1}')
+    assert "Not authorized" in refused
+    sent = _publish(broker, "ops", "edge-agent/pi-01/request/info", '{"transaction": 2}')
+    assert sent.endswith("rc=0") and "Not authorized" not in sent
+    assert device.messages() == ['edge-agent/pi-01/request/info {"transaction": 2}']
+    answer = _publish(broker, "pi-01", "edge-agent/pi-01/response/info", "{}")
+    assert answer.endswith("rc=0") and "Not authorized" not in answer
+    assert "Not authorized" in _publish(broker, "pi-01", "edge-agent/pi-02/response/info", "{}")
+    assert "Not authorized" in _publish(broker, "pi-01", "edge-agent/pi-02/request/info", "{}")
+
+
+def test_device_writes_its_own_discovery_config_only(broker: Broker) -> None:
+    own = _publish(broker, "pi-01", "homeassistant/device/edge_agent_pi-01/config", "{}")
+    assert own.endswith("rc=0") and "Not authorized" not in own
+    other = _publish(broker, "pi-01", "homeassistant/device/edge_agent_pi-02/config", "{}")
+    assert "Not authorized" in other
+    assert "Not authorized" in _publish(broker, "pi-01", "homeassistant/sensor/x/config", "{}")
