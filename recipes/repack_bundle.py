@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="default: runs/<model>-repack")
     parser.add_argument("--datasets", help="datasets folder (default ../shared/datasets)")
     parser.add_argument("--version", help="of the new bundle (default: the old one's patch + 1)")
+    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads (default 2)")
+    parser.add_argument("--models-dir", type=Path, help="where to pack (default models/)")
     args = parser.parse_args(argv)
     bundle: Path = args.bundle
     work: Path = args.work or REPO / "runs" / f"{args.model}-repack"
@@ -192,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(bundle / "tokenizer.json", student / "tokenizer.json")
     print(f"{bundle}: read back into {student}", flush=True)
     forward = [args.model, "--stage", "bundle", "--work", str(work)]
-    return build_models.main(forward + (["--datasets", args.datasets] if args.datasets else []))
+    options = {
+        "--datasets": args.datasets,
+        "--threads": args.threads,
+        "--models-dir": args.models_dir,
+    }
+    for option, value in options.items():
+        forward += [option, str(value)] if value is not None else []
+    return build_models.main(forward)
 
 
 if __name__ == "__main__":
