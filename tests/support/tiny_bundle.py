@@ -1,9 +1,9 @@
 """A small, randomly initialised SqueezeBERT bundle built through the real toolkit path.
 
-`build_tiny_bundle` runs the same export (fast formulation), dynamic INT8 quantization and
-pack code that real models go through, on a model small enough to build in seconds, so
-tests exercise real graphs and a real tokenizer without any downloaded weights. Weights
-are random: predictions are deterministic but meaningless.
+`build_tiny_bundle` runs the same export (fast formulation), INT8 quantization (calibrated
+on SAMPLE_TEXTS) and pack code that real models go through, on a model small enough to
+build in seconds, so tests exercise real graphs and a real tokenizer without any
+downloaded weights. Weights are random: predictions are deterministic but meaningless.
 """
 
 from __future__ import annotations
@@ -115,12 +115,15 @@ def build_tiny_bundle(
     """Build `out_dir/<name>/<version>` through the real export, quantize and pack path."""
     from edge_agent.toolkit.export import export_onnx
     from edge_agent.toolkit.pack import pack_bundle
-    from edge_agent.toolkit.quantize import quantize_int8
+    from edge_agent.toolkit.quantize import calibration_feeds, quantize_int8
 
     model = build_tiny_model(len(labels), seed)
+    tokenizer = build_tiny_tokenizer()
+    # Calibrated like a shipped bundle: static activation scales, batch-independent logits.
+    calibration = calibration_feeds(tokenizer, SAMPLE_TEXTS, TINY_MAX_SEQ_LEN)
     with tempfile.TemporaryDirectory(prefix="tiny-bundle-") as work:
         fp32 = export_onnx(model, Path(work) / "model.fp32.onnx")
-        int8 = quantize_int8(fp32, Path(work) / "model.onnx")
+        int8 = quantize_int8(fp32, Path(work) / "model.onnx", calibration=calibration)
         return pack_bundle(
             Path(out_dir),
             name=name,
@@ -130,7 +133,7 @@ def build_tiny_bundle(
             max_seq_len=TINY_MAX_SEQ_LEN,
             model=int8,
             fp32_model=fp32 if with_fp32 else None,
-            tokenizer=build_tiny_tokenizer(),
+            tokenizer=tokenizer,
             golden_texts=SAMPLE_TEXTS,
             golden_count=3,
             metrics={"accuracy": 0.0},
