@@ -2,10 +2,11 @@
 
     git archive ef67550 models/sentiment/1.1.0 | tar -x -C /tmp   # 1.1.0 from history
     python recipes/repack_bundle.py sentiment --bundle /tmp/models/sentiment/1.1.0 \
-        --work runs/sentiment-int7 --version 1.1.2
+        --work runs/sentiment-static --version 1.1.3 --threads 1
 
-(intent likewise: `models/intent/1.1.0`, `--version 1.1.1`; that is how both shipped
-bundles were made.)
+(intent likewise: `models/intent/1.1.0`, `--version 1.1.2`; that is how both shipped
+bundles were made: per-group graph, int7 weights, static activation scales. Sentiment
+1.1.2 and intent 1.1.1, the same without static scales, are in git history.)
 
 Bundles up to sentiment/intent 1.1.0 were exported with the grouped layers as one batched
 MatMul per layer (toolkit before commit 02693c1). Their Hugging Face checkpoints were not
@@ -178,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     version = args.version or f"{major}.{minor}.{patch + 1}"
     task = build_models.TASKS[args.model]
     card = dict(task.card)
+    # the recipe's description of the data and quantization as they are now
     card["training_data"] = (
-        f"{manifest['card']['training_data']} {version} holds {manifest['version']}'s weights,"
+        f"{task.card['training_data']} {version} holds {manifest['version']}'s weights,"
         " read back from its INT8 graph (recipes/repack_bundle.py) and exported in the"
         " per-group graph."
     )
