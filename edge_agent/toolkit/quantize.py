@@ -213,8 +213,8 @@ def smooth_outlier_inputs(
     """SmoothQuant-style rescaling (Xiao et al., 2023) of the weight MatMuls whose input has
     outlier channels on the calibration `feeds`, or is the output of an op in `always_after`.
 
-    Dynamic quantization gives each MatMul input one scale per run; a channel that reaches 15x
-    the others' range leaves the rest a handful of INT8 steps (a grouped student's first FFN
+    Each MatMul input gets one activation scale (per run, or calibrated); a channel that reaches
+    15x the others' range leaves the rest a handful of INT8 steps (a grouped student's first FFN
     output did that and cost 2 points of INT8/fp32 agreement). For such a MatMul, x @ W becomes
     (x / s) @ (s W) with s = sqrt(channel range of x / channel range of W): exact in fp32, and
     the outliers move into the weight, which has a scale per output channel. The price is one
