@@ -1,13 +1,14 @@
 """INT8/fp32 argmax agreement of sentiment graphs on the 3,000 held-out SST-2 rows, per batch size.
 
-    python recipes/repack_bundle.py sentiment --bundle <1.1.0> --work runs/sentiment-int7 \
-        --version 1.1.2                     # writes runs/sentiment-int7/graphs/
-    git show cd6eb51:models/sentiment/1.1.1/model.onnx > sentiment-1.1.1.onnx  # int8 weights
-    PYTHONPATH=. python bench/int8_fidelity.py --fp32 runs/sentiment-int7/graphs/model.fp32.onnx \
-        --int8 models/sentiment/1.1.2/model.onnx sentiment-1.1.1.onnx --unsigned
+    python recipes/repack_bundle.py sentiment --bundle <1.1.0> --work runs/sentiment-static \
+        --version 1.1.3                     # writes runs/sentiment-static/graphs/
+    git show f12caf7:models/sentiment/1.1.2/model.onnx > sentiment-1.1.2.onnx  # dynamic scales
+    PYTHONPATH=. python bench/int8_fidelity.py --fp32 runs/sentiment-static/graphs/model.fp32.onnx \
+        --int8 models/sentiment/1.1.3/model.onnx sentiment-1.1.2.onnx
 
-Dynamic quantization scales each batch's activations together, so agreement depends on the
-batch size the agent runs (1 for a lone message, up to max_batch under load). With
+Dynamic quantization (1.1.2 and before) scales each batch's activations together, so its
+agreement depends on the batch size the agent runs (1 for a lone message, up to max_batch
+under load); static scales (1.1.3) give the same figure at every batch size. With
 --unsigned every INT8 graph is also measured with its int8 weights stored as uint8 with
 zero point 128: the same integers, but onnxruntime then takes a kernel that cannot
 saturate on x86 CPUs without VNNI (see docs/benchmarks.md); on ARM and VNNI CPUs the two
@@ -53,7 +54,7 @@ def main() -> int:
     parser.add_argument("--fp32", type=Path, required=True, help="reference fp32 graph")
     parser.add_argument("--int8", type=Path, nargs="+", required=True, help="INT8 graphs")
     parser.add_argument(
-        "--tokenizer", type=Path, default=REPO / "models/sentiment/1.1.2/tokenizer.json"
+        "--tokenizer", type=Path, default=REPO / "models/sentiment/1.1.3/tokenizer.json"
     )
     parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])

@@ -14,7 +14,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=${ROOT:-/var/tmp/arm64-rootfs}
 PYTHON=${PYTHON:-python3}                       # host interpreter with the runtime deps
 MODELS=${MODELS:-$REPO/models}                  # <name>/<version>/manifest.json bundles
-TESTS=${TESTS:-"tests/engine tests/agent"}
+TESTS=${TESTS:-"tests/unit/engine tests/unit/pipeline tests/unit/config tests/unit/daemon tests/unit/telemetry tests/integration/agent"}
 MARK=${MARK:-"not slow"}                      # tests needing a broker are skipped by a plugin
 TOLERANCE=${TOLERANCE:-1e-3}
 while [ $# -gt 0 ]; do
@@ -153,7 +153,7 @@ import hashlib, os, shutil
 from pathlib import Path
 
 import pytest
-import tests.support.tiny_bundle as tiny
+import tests.support.bundles as tiny
 
 _build = tiny.build_tiny_bundle
 _cache = Path(os.environ["EA_TINY_CACHE"])

@@ -2,10 +2,11 @@
 
     git archive ef67550 models/sentiment/1.1.0 | tar -x -C /tmp   # 1.1.0 from history
     python recipes/repack_bundle.py sentiment --bundle /tmp/models/sentiment/1.1.0 \
-        --work runs/sentiment-int7 --version 1.1.2
+        --work runs/sentiment-static --version 1.1.3 --threads 1
 
-(intent likewise: `models/intent/1.1.0`, `--version 1.1.1`; that is how both shipped
-bundles were made.)
+(intent likewise: `models/intent/1.1.0`, `--version 1.1.2`; that is how both shipped
+bundles were made: per-group graph, int7 weights, static activation scales. Sentiment
+1.1.2 and intent 1.1.1, the same without static scales, are in git history.)
 
 Bundles up to sentiment/intent 1.1.0 were exported with the grouped layers as one batched
 MatMul per layer (toolkit before commit 02693c1). Their Hugging Face checkpoints were not
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="default: runs/<model>-repack")
     parser.add_argument("--datasets", help="datasets folder (default ../shared/datasets)")
     parser.add_argument("--version", help="of the new bundle (default: the old one's patch + 1)")
+    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads (default 2)")
+    parser.add_argument("--models-dir", type=Path, help="where to pack (default models/)")
     args = parser.parse_args(argv)
     bundle: Path = args.bundle
     work: Path = args.work or REPO / "runs" / f"{args.model}-repack"
@@ -176,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     version = args.version or f"{major}.{minor}.{patch + 1}"
     task = build_models.TASKS[args.model]
     card = dict(task.card)
+    # the recipe's description of the data and quantization as they are now
     card["training_data"] = (
-        f"{manifest['card']['training_data']} {version} holds {manifest['version']}'s weights,"
+        f"{task.card['training_data']} {version} holds {manifest['version']}'s weights,"
         " read back from its INT8 graph (recipes/repack_bundle.py) and exported in the"
         " per-group graph."
     )
@@ -192,7 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(bundle / "tokenizer.json", student / "tokenizer.json")
     print(f"{bundle}: read back into {student}", flush=True)
     forward = [args.model, "--stage", "bundle", "--work", str(work)]
-    return build_models.main(forward + (["--datasets", args.datasets] if args.datasets else []))
+    options = {
+        "--datasets": args.datasets,
+        "--threads": args.threads,
+        "--models-dir": args.models_dir,
+    }
+    for option, value in options.items():
+        forward += [option, str(value)] if value is not None else []
+    return build_models.main(forward)
 
 
 if __name__ == "__main__":

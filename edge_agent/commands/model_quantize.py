@@ -19,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration",
         type=Path,
-        help="training sentences (.tsv/.txt): smooth MatMul inputs that have outlier channels",
+        help="training sentences (.tsv/.txt): static activation scales (batch-independent"
+        " scores) and smoothing of MatMul inputs that have outlier channels",
     )
     parser.add_argument("--calibration-count", type=int, default=512)
     parser.add_argument(
@@ -55,9 +56,12 @@ def main(args: argparse.Namespace) -> int:
         # Smoothing needs activation ranges; without it GELU outputs' long tails share one
         # INT8 scale (sentiment 1.1.2's graph: 97.7% agreement here against 99.7% with
         # SST-2 training sentences, 300 texts, docs/benchmarks.md INT8 fidelity).
+        # Static activation scales need them too: without, activations are quantized per
+        # run and a text's scores depend on its batch-mates.
         print(
-            "edge-agent: no --calibration texts, so no MatMul input is smoothed and INT8"
-            " agrees less with fp32; pass a few hundred training sentences",
+            "edge-agent: no --calibration texts, so no MatMul input is smoothed, INT8"
+            " agrees less with fp32, and activations are scaled per batch (a text's scores"
+            " then depend on its batch-mates); pass a few hundred training sentences",
             file=sys.stderr,
         )
     calibration = calibration_feeds(tokenizer, calibration_texts, args.max_seq_len)

@@ -1,13 +1,13 @@
 """The suite's one bundle builder: small, randomly initialised SqueezeBERT bundles built
 through the real toolkit path, as folders or as bytes.
 
-`build_tiny_bundle` runs the same export (fast formulation), INT8 quantization and pack code
-that real models go through, on a model small enough to build in seconds, so tests exercise
-real graphs and a real tokenizer without any downloaded weights. Weights are random:
-predictions are deterministic but meaningless. `bundle_files` gives the same bundle as
-`{file name: bytes}` under any name and version, for tests of what moves bundles (OTA,
-signing, the models-directory watch); `install` puts a bundle folder into a models
-directory the documented way.
+`build_tiny_bundle` runs the same export (fast formulation), INT8 quantization (calibrated on
+SAMPLE_TEXTS, as shipped bundles are) and pack code that real models go through, on a model
+small enough to build in seconds, so tests exercise real graphs and a real tokenizer without
+any downloaded weights. Weights are random: predictions are deterministic but meaningless.
+`bundle_files` gives the same bundle as `{file name: bytes}` under any name and version, for
+tests of what moves bundles (OTA, signing, the models-directory watch); `install` puts a
+bundle folder into a models directory the documented way.
 """
 
 from __future__ import annotations
@@ -125,13 +125,16 @@ def build_tiny_bundle(
 ) -> Path:
     """Build `out_dir/<name>/<version>` through the real export, quantize and pack path."""
     from edge_agent.toolkit.export.pack import pack_bundle
-    from edge_agent.toolkit.export.quantize import quantize_int8
+    from edge_agent.toolkit.export.quantize import calibration_feeds, quantize_int8
     from edge_agent.toolkit.export.to_onnx import export_onnx
 
     model = build_tiny_model(len(labels), seed)
+    tokenizer = build_tiny_tokenizer()
+    # Calibrated like a shipped bundle: static activation scales, batch-independent logits.
+    calibration = calibration_feeds(tokenizer, SAMPLE_TEXTS, TINY_MAX_SEQ_LEN)
     with tempfile.TemporaryDirectory(prefix="tiny-bundle-") as work:
         fp32 = export_onnx(model, Path(work) / "model.fp32.onnx")
-        int8 = quantize_int8(fp32, Path(work) / "model.onnx")
+        int8 = quantize_int8(fp32, Path(work) / "model.onnx", calibration=calibration)
         return pack_bundle(
             Path(out_dir),
             name=name,
@@ -141,7 +144,7 @@ def build_tiny_bundle(
             max_seq_len=TINY_MAX_SEQ_LEN,
             model=int8,
             fp32_model=fp32 if with_fp32 else None,
-            tokenizer=build_tiny_tokenizer(),
+            tokenizer=tokenizer,
             golden_texts=SAMPLE_TEXTS,
             golden_count=3,
             metrics={"accuracy": 0.0},

@@ -154,10 +154,10 @@ def _grouped_vecmat(vector: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return result
 
 
-def _first_token(graph: _Graph, x: str, axis: int) -> str:
-    """x[..., 0:1, ...] along `axis`, keeping the axis."""
-    zero, one = (graph.const("index", np.array([i], dtype=np.int64)) for i in (0, 1))
-    return graph.op("Slice", [x, zero, one, graph.const("axes", np.array([axis], np.int64))])
+def _first_token(graph: _Graph, x: str, axis: int, count: int = 1) -> str:
+    """x[..., 0:count, ...] along `axis`, keeping the axis."""
+    zero, end = (graph.const("index", np.array([i], dtype=np.int64)) for i in (0, count))
+    return graph.op("Slice", [x, zero, end, graph.const("axes", np.array([axis], np.int64))])
 
 
 def _add_layer_norm(graph: _Graph, y: str, residual: str, norm: Any) -> str:
@@ -217,10 +217,19 @@ def _attention(
             for w, b in zip(weights, (q_bias, None, None), strict=True)
         )
     if first_only:
-        q = _first_token(graph, q, axis=2)
+        # Queries of the first two tokens, not one: with one query row onnxruntime's x86
+        # SGEMM takes its M = 1 kernel for p·v, whose sum over the keys is ordered by the
+        # padded length, so the context moved by an ulp with the padding and flipped INT8
+        # roundings downstream (scores moved by 5e-5). With two rows the general kernel
+        # adds the keys in order, padding adds exact zeros at the end, and the context is
+        # the same whatever the batch's length.
+        q = _first_token(graph, q, axis=2, count=2)
     scores = graph.op("MatMul", [q, graph.op("Transpose", [k], perm=[0, 1, 3, 2])])
     probabilities = graph.op("Softmax", [graph.op("Add", [scores, mask_bias])], axis=-1)
-    return _from_heads(graph, graph.op("MatMul", [probabilities, v]), channels)
+    context = graph.op("MatMul", [probabilities, v])
+    if first_only:
+        context = _first_token(graph, context, axis=2)
+    return _from_heads(graph, context, channels)
 
 
 def _feed_forward(graph: _Graph, x: str, intermediate: Any, output: Any) -> str:

@@ -255,7 +255,8 @@ def _unsaturated_twin(classifier: Classifier) -> Classifier | None:
 def _classify_one_by_one(
     classifier: Classifier, texts: Sequence[str]
 ) -> tuple[list[Prediction], frozenset[int]]:
-    """Batch-of-one predictions, as `engine.check_golden` reproduces them, and the indices
+    """Batch-of-one predictions, as `engine.check_golden` reproduces them (with static
+    activation scales the same at any batch; dynamic ones move with padding), and the indices
     of the texts whose reject score lies within GOLDEN_REJECT_MARGIN of the threshold."""
     reject = classifier.manifest.reject
     labels = classifier.manifest.labels

@@ -1,12 +1,14 @@
-"""fp32 ONNX -> INT8 ONNX (dynamic quantization), and how often INT8 agrees with fp32.
+"""fp32 ONNX -> INT8 ONNX, and how often INT8 agrees with fp32.
 
 Python API:
 
-    quantize_int8(Path("model.fp32.onnx"), Path("model.onnx"))
+    quantize_int8(Path("model.fp32.onnx"), Path("model.onnx"), calibration=feeds)
     agreement = argmax_agreement(fp32_path, int8_path, tokenizer, texts)
 
-Dynamic quantization stores MatMul weights as INT8 and quantizes activations per batch at
-run time, so it needs no calibration data; onnxruntime fuses it into integer GEMMs.
+MatMul weights are stored as INT8 with a scale per output channel. Given calibration feeds
+(encoded real texts), every MatMul input is quantized with a scale fixed at this point
+(activation_scales.py), so a text's logits do not depend on its batch-mates; without them
+activations are quantized per batch at run time (onnxruntime's DynamicQuantizeMatMul).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ INT7_WEIGHT_MAX: Final = 64
 INT8_WEIGHT_MAX: Final = 127
 _WEIGHT_MAX: Final = {"int7": INT7_WEIGHT_MAX, "int8": INT8_WEIGHT_MAX, "uint8": INT8_WEIGHT_MAX}
 WEIGHT_FORMATS: Final = tuple(_WEIGHT_MAX)
+# Which input holds the weight's zero point, per integer MatMul op (the weight is input 1).
+_WEIGHT_ZERO_INPUT: Final = {"DynamicQuantizeMatMul": 3, "MatMulIntegerToFloat": 5}
 
 
 def _is_weight_matmul(node: Any, weights: dict[str, Any], skip_prefix: str) -> bool:
@@ -119,7 +123,7 @@ def quantize_matmul_weights(
 
 
 def as_unsigned_weights(model: Any) -> int:
-    """Store every DynamicQuantizeMatMul's int8 weight (and zero point) as the same integers
+    """Store every integer MatMul's int8 weight (and zero point) as the same integers
     plus 128 in uint8, in place. onnxruntime's x86 kernels for CPUs without VNNI (AVX2)
     multiply uint8 activations by int8 weights with VPMADDUBSW, whose 16-bit pair sums
     saturate; uint8 weights take a kernel that does not (about 20% slower there; ARM's
@@ -130,9 +134,12 @@ def as_unsigned_weights(model: Any) -> int:
     initializers = {init.name: init for init in model.graph.initializer}
     changed = 0
     for node in model.graph.node:
-        if node.op_type != "DynamicQuantizeMatMul" or node.input[1] not in initializers:
+        zero_input = _WEIGHT_ZERO_INPUT.get(node.op_type)
+        if zero_input is None or node.input[1] not in initializers:
             continue
-        names = [node.input[1]] + ([node.input[3]] if len(node.input) > 3 else [])
+        names = [node.input[1]]
+        if len(node.input) > zero_input and node.input[zero_input]:
+            names.append(node.input[zero_input])
         arrays = [numpy_helper.to_array(initializers[name]) for name in names]
         if arrays[0].dtype != np.int8:
             continue
@@ -206,8 +213,8 @@ def smooth_outlier_inputs(
     """SmoothQuant-style rescaling (Xiao et al., 2023) of the weight MatMuls whose input has
     outlier channels on the calibration `feeds`, or is the output of an op in `always_after`.
 
-    Dynamic quantization gives each MatMul input one scale per run; a channel that reaches 15x
-    the others' range leaves the rest a handful of INT8 steps (a grouped student's first FFN
+    Each MatMul input gets one activation scale (per run, or calibrated); a channel that reaches
+    15x the others' range leaves the rest a handful of INT8 steps (a grouped student's first FFN
     output did that and cost 2 points of INT8/fp32 agreement). For such a MatMul, x @ W becomes
     (x / s) @ (s W) with s = sqrt(channel range of x / channel range of W): exact in fp32, and
     the outliers move into the weight, which has a scale per output channel. The price is one
@@ -279,15 +286,21 @@ def quantize_int8(
     calibration: Sequence[dict[str, np.ndarray]] = (),
     tanh_gelu: bool = True,
     weights: str = "int7",
+    static_activations: bool = True,
 ) -> Path:
-    """Dynamic INT8: every MatMul's weights stored INT8 with per-output-channel scales,
-    activations quantized at run time (no calibration data needed).
+    """INT8: every MatMul's weights stored INT8 with per-output-channel scales.
+
+    Given `calibration` feeds (encoded real texts) and `static_activations`, each MatMul
+    input is quantized with a scale and zero point calibrated on those feeds and stored in
+    the graph (activation_scales.py): a text's logits are then the same whatever its
+    batch-mates and padding. Without calibration activations are quantized per batch at
+    run time, and scores move with the batch (docs/benchmarks.md, batch independence).
 
     With `quantize_embeddings` the word-embedding table is stored as INT8 too (Gather then
     DequantizeLinear on the few looked-up rows): for squeezebert-uncased shapes the file
     shrinks from 123 MB to 54 MB at no measurable speed cost. With `keep_head_fp32` the
-    pooler and classifier (once per text, not per token) stay fp32. Given `calibration` feeds
-    (encoded real texts), MatMuls whose inputs have outlier channels are smoothed first
+    pooler and classifier (once per text, not per token) stay fp32. Given `calibration`,
+    MatMuls whose inputs have outlier channels are smoothed first
     (`smooth_outlier_inputs`). Biases after MatMuls become the integer GEMMs' own
     (`fold_bias_adds`), and with `tanh_gelu` GELU takes its tanh form (`approximate_gelu`).
     `weights` is one of WEIGHT_FORMATS: int7 (default) computes the same integers on every
@@ -298,6 +311,7 @@ def quantize_int8(
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edge_agent.toolkit.export.activation_scales import activation_ranges, use_static_scales
     from edge_agent.toolkit.export.graph import HEAD_PREFIX
 
     if weights not in WEIGHT_FORMATS:
@@ -305,8 +319,16 @@ def quantize_int8(
     model = onnx.load(str(fp32_path))
     skip = HEAD_PREFIX if keep_head_fp32 else ""
     smooth_outlier_inputs(model, calibration, skip_prefix=skip)
+    ranges: dict[str, tuple[float, float]] = {}
+    if calibration and static_activations:
+        # measured on the fp32 graph, smoothing included: what each integer MatMul reads
+        constants = {init.name: init for init in model.graph.initializer}
+        matmuls = [n for n in model.graph.node if _is_weight_matmul(n, constants, skip)]
+        inputs = sorted({node.input[0] for node in matmuls})
+        ranges = activation_ranges(model, calibration, inputs)
     quantize_matmul_weights(model, skip_prefix=skip, weight_max=_WEIGHT_MAX[weights])
     fold_bias_adds(model)
+    use_static_scales(model, ranges)
     if weights == "uint8":
         as_unsigned_weights(model)
     if tanh_gelu:

@@ -25,6 +25,7 @@ from edge_agent.toolkit.export.to_onnx import (
     onnx_logits,
 )
 from tests.support.bundles import SAMPLE_TEXTS, build_tiny_model, build_tiny_tokenizer
+from tests.support.cpu_class import int8_weights_saturate
 
 
 def _model(**groups: Any) -> Any:
@@ -190,21 +191,43 @@ def test_biases_become_the_integer_gemms_own_with_the_same_logits(tmp_path: Path
     )
 
 
+def _calibration(batches: int = 3) -> list[dict[str, np.ndarray]]:
+    """Calibration feeds for `_model()`: random ids, every position a real token."""
+    feeds = []
+    for seed in range(batches):
+        ids = np.random.default_rng(10 + seed).integers(5, 300, size=(8, 17)).astype(np.int64)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    return feeds
+
+
 def test_int8_graph_takes_tanh_gelu_and_the_fp32_graph_stays_exact(tmp_path: Path) -> None:
+    """The tanh form moves the logits far less than INT8 itself does.
+
+    Both sides are compared where no CPU's kernel changes them: the tanh form's effect in
+    fp32 (it differs from the erf form by at most 4.7e-4 per element), and INT8's error with
+    int7 weights and static activation scales, which is the same integer arithmetic on every
+    CPU class (nothing saturates). An earlier form of this test compared INT8 graphs with
+    full-range int8 weights, whose error depends on whether the CPU saturates (AVX2 without
+    VNNI does): the 0.1x bound tuned on AVX2 failed on AVX-512 VNNI (0.0082 vs 0.0022).
+    Here the ratio is 0.016 (1.8e-4 vs 0.011), so 0.1x leaves a 6x margin for the fp32
+    kernels' ulp-level differences between CPUs.
+    """
+    from edge_agent.toolkit.export.quantize import approximate_gelu
+
     model = _model()
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
-    # full-range weights, where the GELU form acts on the finest INT8 steps; with int7
-    # weights its rounding flips measured 0.37x INT8's own error on this model, not < 0.1x
-    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", weights="int8")
-    exact = quantize_int8(fp32, tmp_path / "int8_erf.onnx", tanh_gelu=False, weights="int8")
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", calibration=_calibration())
     ops = [node.op_type for node in onnx.load(str(int8)).graph.node]
     assert "FastGelu" in ops and "Gelu" not in ops
-    assert "Gelu" in {node.op_type for node in onnx.load(str(fp32)).graph.node}
+    tanh_fp32 = onnx.load(str(fp32))
+    gelus = sum(node.op_type == "Gelu" for node in tanh_fp32.graph.node)
+    assert gelus > 0 and approximate_gelu(tanh_fp32) == gelus  # the fp32 export stays exact
+    onnx.save(tanh_fp32, str(tmp_path / "tanh.onnx"))
     feeds = _feeds(3, 17)
-    tanh_logits, erf_logits = (onnx_logits(path, feeds) for path in (int8, exact))
     reference = hf_logits(model, feeds)
-    # the tanh form moves INT8 logits far less than INT8 itself does
-    assert np.abs(tanh_logits - erf_logits).max() < 0.1 * np.abs(erf_logits - reference).max()
+    tanh_effect = np.abs(onnx_logits(tmp_path / "tanh.onnx", feeds) - onnx_logits(fp32, feeds))
+    int8_error = np.abs(onnx_logits(int8, feeds) - reference)
+    assert tanh_effect.max() < 0.1 * int8_error.max()
 
 
 def test_last_layer_runs_for_the_first_token_only(tmp_path: Path) -> None:
@@ -273,7 +296,8 @@ def _dqmm_weights(path: Path) -> list[np.ndarray]:
 
 def test_weight_formats_store_the_integers_they_promise(tmp_path: Path) -> None:
     """int7 stays within +-64 (no saturation anywhere), int8 uses the full range, uint8
-    stores int8's integers plus 128; all three compute the model."""
+    stores int8's integers plus 128; int7 and uint8 compute the model on every CPU class,
+    int8 only where its sums cannot saturate (VNNI, ARM64: tests/support/cpu_class.py)."""
     model = _model()
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
     paths = {w: quantize_int8(fp32, tmp_path / f"{w}.onnx", weights=w) for w in WEIGHT_FORMATS}
@@ -285,19 +309,33 @@ def test_weight_formats_store_the_integers_they_promise(tmp_path: Path) -> None:
         np.testing.assert_array_equal(unsigned.astype(np.int16) - 128, signed)
     feeds = _feeds(3, 17)
     reference = hf_logits(model, feeds)
-    for path in paths.values():
-        assert np.abs(onnx_logits(path, feeds) - reference).max() < 0.1 * np.abs(reference).max()
+    # 8-bit activations and 7-bit weights: about 1% of the logits' range here (0.025 of
+    # 2.2); 0.1x is a bound on the method, not on one machine's rounding
+    for weights in ("int7", "uint8"):
+        error = np.abs(onnx_logits(paths[weights], feeds) - reference).max()
+        assert error < 0.1 * np.abs(reference).max(), weights
+    signed_logits = onnx_logits(paths["int8"], feeds)
+    if not int8_weights_saturate():
+        # VNNI and ARM64 sum int8 x uint8 products in 32 bits: the int8 graph computes
+        # exactly what its uint8 twin computes
+        np.testing.assert_allclose(signed_logits, onnx_logits(paths["uint8"], feeds), atol=1e-5)
+    # on x86 without VNNI the int8 graph may saturate (docs/benchmarks.md: 0.23 off its twin
+    # on this model), so only its being finite is common to every CPU class
+    assert np.isfinite(signed_logits).all()
     with pytest.raises(ValueError, match="int7, int8, uint8"):
         quantize_int8(fp32, tmp_path / "bad.onnx", weights="int4")
 
 
-def test_int7_weights_compute_the_same_on_every_kernel(tmp_path: Path) -> None:
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_int7_weights_compute_the_same_on_every_kernel(tmp_path: Path, calibrated: bool) -> None:
     """The default int7 graph and its uint8 twin (a kernel that never saturates) give the
     same logits on this CPU, whatever it is: on x86 without VNNI the int8 kernel's 16-bit
-    pair sums cannot overflow with |w| <= 64, and elsewhere nothing saturates."""
+    pair sums cannot overflow with |w| <= 64, and elsewhere nothing saturates. Both kernels
+    then compute the same exact integer sums, so the only room is the fp32 rescaling."""
     model = _model()
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
-    int7 = quantize_int8(fp32, tmp_path / "int7.onnx")
+    calibration = _calibration() if calibrated else []
+    int7 = quantize_int8(fp32, tmp_path / "int7.onnx", calibration=calibration)
     twin = onnx.load(str(int7))
     assert as_unsigned_weights(twin)
     onnx.save(twin, str(tmp_path / "twin.onnx"))
@@ -305,3 +343,33 @@ def test_int7_weights_compute_the_same_on_every_kernel(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         onnx_logits(int7, feeds), onnx_logits(tmp_path / "twin.onnx", feeds), rtol=0, atol=1e-5
     )
+
+
+def test_calibrated_int8_has_static_scales_and_batch_independent_logits(tmp_path: Path) -> None:
+    """With calibration every integer MatMul reads a QuantizeLinear with a stored scale, so
+    a row's logits are the same alone, next to other rows, or padded; without calibration
+    the graph quantizes activations per run (DynamicQuantizeMatMul)."""
+    fp32 = export_onnx(_model(), tmp_path / "fp32.onnx")
+    static = onnx.load(str(quantize_int8(fp32, tmp_path / "s.onnx", calibration=_calibration())))
+    ops = [node.op_type for node in static.graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 2 * (4 + 1 + 4 + 4)  # as fold_bias_adds counts
+    assert "QuantizeLinear" in ops
+    assert not {"DynamicQuantizeMatMul", "DynamicQuantizeLinear"} & set(ops)
+    dynamic = onnx.load(str(quantize_int8(fp32, tmp_path / "d.onnx")))
+    assert "DynamicQuantizeMatMul" in {node.op_type for node in dynamic.graph.node}
+
+    rng = np.random.default_rng(9)
+    ids = rng.integers(5, 300, size=(6, 20)).astype(np.int64)
+    mask = np.ones_like(ids)
+    lengths = [20, 3, 11, 20, 1, 7]
+    for row, length in enumerate(lengths):
+        mask[row, length:] = 0
+    together = onnx_logits(tmp_path / "s.onnx", {"input_ids": ids, "attention_mask": mask})
+    for row, length in enumerate(lengths):
+        alone = {
+            "input_ids": ids[row : row + 1, :length],
+            "attention_mask": mask[row : row + 1, :length],
+        }
+        np.testing.assert_allclose(
+            onnx_logits(tmp_path / "s.onnx", alone)[0], together[row], rtol=0, atol=1e-5
+        )
