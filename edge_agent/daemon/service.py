@@ -343,11 +343,36 @@ class Service:
                 continue
             self._batch_started = time.monotonic()
             try:
-                self._handle_batch(batch)
+                self._handle_safely(batch)
             finally:
                 self._batch_started = None
                 self._worker_beat = time.monotonic()
             self.stats.set_queue_depth(len(self.batcher))
+
+    def _handle_safely(self, batch: list[Inbound]) -> None:
+        """A batch that raises is handled again message by message; a message that raises
+        alone gets an `internal_error` result (a dead-letter entry once it has failed
+        `limits.max_attempts` times) and is acknowledged. The worker never dies of one."""
+        try:
+            self._handle_batch(batch)
+            return
+        except Exception as error:
+            log.exception("batch_crashed", size=len(batch), error=repr(error))
+            cause = error
+        if len(batch) > 1:
+            for inbound in batch:
+                self._handle_safely([inbound])
+            return
+        inbound = batch[0]
+        try:
+            outgoing = self.processor.crashed(inbound, cause)
+            for item in outgoing:
+                self.link.publish(item.topic, item.payload, qos=item.qos)
+                self.stats.result_published(item.route, item.outcome, None)
+        except Exception as again:  # even the error result failed: still never die
+            log.exception("message_abandoned", topic=inbound.topic, error=repr(again))
+        if inbound.qos > 0:
+            self.ledger.settle(DeliveryRef(inbound.generation, inbound.mid))
 
     def _handle_batch(self, batch: list[Inbound]) -> None:
         result = self.processor.process(batch)

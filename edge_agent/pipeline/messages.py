@@ -21,6 +21,10 @@ from edge_agent.engine.prediction import Prediction  # pure data, no onnxruntime
 from edge_agent.pipeline import pointer, routing
 
 MAX_ID_CHARS: Final = 128
+# Passthrough values are echoed in the result. json.loads accepts nesting that json.dumps
+# then cannot write back (RecursionError, which once killed the worker): a bound far below
+# either, and far above any real metadata.
+MAX_PASSTHROUGH_DEPTH: Final = 32
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 # Stable error codes, part of the published contract (docs/design.md).
@@ -34,6 +38,7 @@ PAYLOAD_TOO_LARGE: Final = "payload_too_large"
 INVALID_ID: Final = "invalid_id"
 NO_MODEL: Final = "no_model"
 POISON: Final = "poison"
+INTERNAL_ERROR: Final = "internal_error"  # the agent failed on this message; it keeps serving
 
 InputMode = Literal["auto", "text", "json"]
 
@@ -142,6 +147,13 @@ def _decode_json(fallback_id: str, text: str, spec: InputSpec) -> Request | BadI
 def _text_request(
     message_id: str, text: str, spec: InputSpec, extra: dict[str, Any]
 ) -> Request | BadInput:
+    for name, value in extra.items():
+        if _deeper_than(value, MAX_PASSTHROUGH_DEPTH):
+            return BadInput(
+                message_id,
+                TOO_DEEP,
+                f"passthrough field {name!r} is nested more than {MAX_PASSTHROUGH_DEPTH} deep",
+            )
     if not text.strip():
         return BadInput(message_id, EMPTY_TEXT, "text is empty")
     surrogate = _LONE_SURROGATE.search(text)
@@ -154,6 +166,20 @@ def _text_request(
         )
     cut, truncated = cut_text(text, spec.max_text_bytes)
     return Request(message_id, cut, truncated, extra)
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """True when JSON `value` nests objects/arrays more than `limit` levels; iterative, so
+    the check itself cannot recurse too deeply."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth + 1 > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def cut_text(text: str, max_bytes: int) -> tuple[str, bool]:

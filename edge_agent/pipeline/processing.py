@@ -277,6 +277,19 @@ class Processor:
             latency_ms=None,
         )
 
+    def crashed(self, inbound: Inbound, error: BaseException) -> list[Outgoing]:
+        """What to publish for a delivery whose handling raised outside classification (the
+        last line of defence: the worker must not die of one message). Its attempt count
+        rises like a classification failure's, so a repeat becomes a dead-letter entry."""
+        key = message_key(inbound.topic, inbound.payload)
+        attempts = self._attempts.failed(key)
+        self._attempts.finish(key)
+        if attempts >= self._max_attempts:
+            return self._dead_letter(inbound, attempts, repr(error))
+        message_id = messages.payload_id(inbound.payload)
+        text = f"the agent failed on this message: {type(error).__name__}"
+        return [self._error(inbound, message_id, NO_ROUTE, messages.INTERNAL_ERROR, text)]
+
     def _dead_letter(self, inbound: Inbound, attempts: int, cause: str) -> list[Outgoing]:
         message_id = messages.payload_id(inbound.payload)
         text = f"processing failed {attempts} times (last: {cause}); dead-lettered"

@@ -128,3 +128,19 @@ def test_whatever_decode_returns_encodes_to_json(document: dict[str, object]) ->
         outcome = Prediction("pos", 0.9, (LabelScore("pos", 0.9),), ("pos",), False, "m", "1")
         encoded = messages.encode_result(result, outcome, topic="t", latency_ms=1, echo_text=True)
     assert json.loads(encoded)["id"] == result.id
+
+
+def test_passthrough_nested_beyond_the_bound_is_too_deep() -> None:
+    spec = InputSpec(passthrough=("meta",))
+    fine = json.dumps({"text": "hi", "meta": [[["a"]]] * 2}).encode()
+    assert isinstance(decode(fine, spec), Request)
+    # Deep enough to refuse, shallow enough for json.loads here (tests/integration/reliability
+    # sends the 986 levels that once passed json.loads and then crashed json.dumps).
+    deep = b'{"text":"hi","meta":' + b"[" * 100 + b"]" * 100 + b"}"
+    result = decode(deep, spec)
+    assert isinstance(result, BadInput) and result.code == messages.TOO_DEEP
+    assert "meta" in result.message
+    edge = b'{"text":"hi","meta":' + b"[" * 32 + b"]" * 32 + b"}"
+    request = decode(edge, spec)
+    assert isinstance(request, Request)
+    assert json.loads(messages.encode_error(request.id, topic="t", code="x", message="m"))

@@ -1,0 +1,41 @@
+"""Hostile payloads from an ordinary broker login, against the real agent: each ends as an
+error result and the agent keeps answering valid messages (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.agent_process import AgentMaker
+from tests.support.broker import Broker
+from tests.support.mqtt_client import TestClient
+
+
+def test_passthrough_nested_986_deep_is_an_error_result_not_a_dead_worker(
+    broker: Broker, client: TestClient, make_agent: AgentMaker
+) -> None:
+    """Reproduced on the code before the fix: 986 levels pass json.loads on the worker
+    thread, then encoding the result recursed too deeply, the worker died and the agent
+    exited; redelivery repeated it."""
+    agent = make_agent(
+        broker.port,
+        client_id="deep",
+        routes=[{"subscribe": "deep/in/+", "model": "tiny", "passthrough": ["meta"]}],
+    )
+    client.subscribe("deep/in/+/label", "edge-agent/deep/errors", "edge-agent/deep/status")
+    agent.wait_online(client, "edge-agent/deep/status")
+    for depth in (985, 986, 987):
+        payload = b'{"text":"hi","meta":' + b"[" * depth + b"]" * depth + b"}"
+        client.publish(f"deep/in/{depth}", payload)
+    client.publish("deep/in/after", json.dumps({"text": "still serving", "meta": {"room": 1}}))
+    errors = client.wait_for(3, topic_prefix="edge-agent/deep/errors", timeout_s=30)
+    assert sorted(error.json()["topic"] for error in errors) == [
+        "deep/in/985",
+        "deep/in/986",
+        "deep/in/987",
+    ]
+    assert {error.json()["error"]["code"] for error in errors} == {"too_deep"}
+    after = client.wait_for(1, topic_prefix="deep/in/after/label", timeout_s=30)[0].json()
+    assert after["passthrough"] == {"meta": {"room": 1}}
+    assert agent.process is not None and agent.process.poll() is None
+    assert not [line for line in agent.log_lines() if line["event"] == "worker_died"]
