@@ -132,6 +132,10 @@ class LimitsConfig:
 class ResultsConfig:
     top_k: int = 3
     echo_text: bool = False
+    # Filters a request's MQTT 5 Response Topic must match ({client_id} substituted); the
+    # agent's own status, errors, dead-letter, stats and OTA topics are refused whatever
+    # this says (docs/security.md).
+    response_topics: tuple[str, ...] = ("edge-agent/{client_id}/reply/#",)
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,13 @@ def _check_semantics(config: Config) -> None:
                 f"filter {route.subscribe!r} and be classified again"
             )
         check_route_output(route, where)
+    for index, pattern in enumerate(config.results.response_topics):
+        problem = routing.filter_problem(config.topic(pattern))
+        if problem or pattern.startswith("$"):
+            raise ConfigError(
+                f"results.response_topics[{index}]: {problem or 'expected no $ topic'}, "
+                f"got {pattern!r}"
+            )
     for name in ("status", "stats", "errors", "dead_letter"):
         topic = config.topic(getattr(config.topics, name))
         problem = routing.topic_problem(topic)

@@ -81,6 +81,8 @@ def build_service(config: Config) -> Service:
             max_attempts=config.limits.max_attempts,
             top_k=config.results.top_k,
             echo_text=config.results.echo_text,
+            response_filters=tuple(config.topic(t) for t in config.results.response_topics),
+            reserved_filters=_reserved_topics(config),
         ),
         observer,
     )
@@ -168,6 +170,23 @@ def routes_from_config(config: Config) -> tuple[routing.Route, ...]:
         )
         for index, route in enumerate(config.routes)
     )
+
+
+def _reserved_topics(config: Config) -> tuple[str, ...]:
+    """The agent's own topics (as filters), which no request may make it publish on."""
+    status = config.topic(config.topics.status)
+    own = [
+        status,
+        status + "/#",
+        config.topic(config.topics.stats),
+        config.topic(config.topics.errors),
+        config.topic(config.topics.dead_letter),
+        config.ota.prefix.rstrip("/") + "/#",
+        config.topic(config.control.base_topic).rstrip("/") + "/response/#",
+        config.topic(config.control.base_topic).rstrip("/") + "/info",
+        config.homeassistant.discovery_prefix.rstrip("/") + "/#",
+    ]
+    return tuple(own)
 
 
 def _keyring(config: Config) -> Keyring | None:

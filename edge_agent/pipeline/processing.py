@@ -55,6 +55,11 @@ class Settings:
     max_attempts: int
     top_k: int
     echo_text: bool
+    # MQTT 5 Response Topics a request may name (filters), and the agent's own topics it
+    # may never name; see routing.response_topic_allowed. None allowed: answers go to the
+    # route's output topic as if no Response Topic had been given.
+    response_filters: tuple[str, ...] = ()
+    reserved_filters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,11 +317,16 @@ class Processor:
         )
         return [dead, self._error(inbound, message_id, NO_ROUTE, messages.POISON, text)]
 
-    @staticmethod
-    def _response_topic(inbound: Inbound) -> str | None:
-        """The MQTT 5 Response Topic, when usable. Brokers reject wildcards in it, but a
-        bad one must never become a publish that paho refuses."""
+    def _response_topic(self, inbound: Inbound) -> str | None:
+        """The MQTT 5 Response Topic, when the configured policy allows it (a refused one is
+        ignored: the answer goes where the route sends it, and the refusal is logged)."""
         topic = inbound.response_topic
-        if topic is None or routing.topic_problem(topic) is not None:
+        if topic is None:
             return None
-        return topic
+        settings = self._settings
+        if routing.response_topic_allowed(
+            topic, settings.response_filters, settings.reserved_filters
+        ):
+            return topic
+        log.warning("response_topic_refused", topic=inbound.topic, response_topic=topic[:200])
+        return None

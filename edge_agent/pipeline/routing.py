@@ -9,6 +9,7 @@ ever substituted. Shared subscriptions (`$share/<group>/<filter>`) match like th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -88,6 +89,20 @@ def route_for(
         if topic_matches(route.filter, topic):
             return [route]
     return []
+
+
+def response_topic_allowed(topic: str, allowed: Sequence[str], reserved: Sequence[str]) -> bool:
+    """Whether a request's MQTT 5 Response Topic may receive its answer.
+
+    The Response Topic comes from whoever published the request, so it must not steer the
+    agent's publishes anywhere its broker login may write: only topics matching one of the
+    `allowed` filters, never a `$` topic, never one matching a `reserved` filter (the agent's
+    own status, errors, dead-letter, stats and OTA topics)."""
+    if topic_problem(topic) is not None or topic.startswith("$"):
+        return False
+    if any(topic_matches(pattern, topic) for pattern in reserved):
+        return False
+    return any(topic_matches(pattern, topic) for pattern in allowed)
 
 
 def filter_problem(topic_filter: str) -> str | None:

@@ -75,7 +75,7 @@ def test_request_response_with_mosquitto_rr(
             "-t",
             f"{name}/in/rr",
             "-e",
-            f"{name}/replies/rr",
+            f"edge-agent/{name}/reply/rr",
             "-m",
             "is this working",
             "-W",
@@ -88,16 +88,21 @@ def test_request_response_with_mosquitto_rr(
     body = json.loads(reply.stdout)
     assert body["topic"] == f"{name}/in/rr" and body["label"] in ("negative", "positive")
 
-    client.subscribe(f"{name}/replies/#")
+    client.subscribe(f"edge-agent/{name}/reply/#")
     client.publish(
-        f"{name}/in/x", "hello", response_topic=f"{name}/replies/1", correlation_data=b"c-1"
+        f"{name}/in/x",
+        "hello",
+        response_topic=f"edge-agent/{name}/reply/1",
+        correlation_data=b"c-1",
     )
-    client.publish(f"{name}/in/x", b"", response_topic=f"{name}/replies/2", correlation_data=b"c-2")
-    replies = {r.topic: r for r in client.wait_for(2, topic_prefix=f"{name}/replies/")}
-    assert replies[f"{name}/replies/1"].correlation_data == b"c-1"
-    assert "label" in replies[f"{name}/replies/1"].json()
-    assert replies[f"{name}/replies/2"].correlation_data == b"c-2"
-    assert replies[f"{name}/replies/2"].json()["error"]["code"] == "empty_text"
+    client.publish(
+        f"{name}/in/x", b"", response_topic=f"edge-agent/{name}/reply/2", correlation_data=b"c-2"
+    )
+    replies = {r.topic: r for r in client.wait_for(2, topic_prefix=f"edge-agent/{name}/reply/")}
+    assert replies[f"edge-agent/{name}/reply/1"].correlation_data == b"c-1"
+    assert "label" in replies[f"edge-agent/{name}/reply/1"].json()
+    assert replies[f"edge-agent/{name}/reply/2"].correlation_data == b"c-2"
+    assert replies[f"edge-agent/{name}/reply/2"].json()["error"]["code"] == "empty_text"
 
 
 def test_every_bad_input_gets_an_error_result_and_the_agent_keeps_going(

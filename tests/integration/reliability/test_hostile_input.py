@@ -39,3 +39,38 @@ def test_passthrough_nested_986_deep_is_an_error_result_not_a_dead_worker(
     assert after["passthrough"] == {"meta": {"room": 1}}
     assert agent.process is not None and agent.process.poll() is None
     assert not [line for line in agent.log_lines() if line["event"] == "worker_died"]
+
+
+def test_response_topic_cannot_steer_publishes_onto_the_agents_own_or_other_topics(
+    broker: Broker, client: TestClient, make_agent: AgentMaker
+) -> None:
+    """Reproduced on the code before the fix: `-D publish response-topic
+    edge-agent/<id>/status` made the agent publish a classification on its own status."""
+    agent = make_agent(broker.port, client_id="pivot")
+    client.subscribe("pivot/in/+/label", "edge-agent/#", "other-device/#")
+    agent.wait_online(client, "edge-agent/pivot/status")
+    hostile = [
+        "edge-agent/pivot/status",
+        "edge-agent/pivot/errors",
+        "edge-agent/pivot/dead-letter",
+        "edge-agent/pivot/status/events",
+        "edge-agent/ota/device/pivot/report",
+        "other-device/in/text",
+        "$SYS/broker/x",
+    ]
+    for index, topic in enumerate(hostile):
+        client.publish(f"pivot/in/{index}", "door open", response_topic=topic)
+    client.publish("pivot/in/ok", "door open", response_topic="edge-agent/pivot/reply/7")
+    # Refused Response Topics are ignored: each answer goes where the route sends it.
+    labels = client.wait_for(len(hostile), topic_prefix="pivot/in/", timeout_s=30)
+    assert sorted(m.topic for m in labels) == sorted(
+        f"pivot/in/{index}/label" for index in range(len(hostile))
+    )
+    answer = client.wait_for(1, topic_prefix="edge-agent/pivot/reply/7", timeout_s=30)[0]
+    assert answer.json()["topic"] == "pivot/in/ok"
+    for topic in hostile:
+        landed = [m for m in client.messages(topic) if m.topic == topic]
+        assert all("label" not in m.json() for m in landed), topic
+    assert client.messages("other-device/") == []
+    refused = [line for line in agent.log_lines() if line["event"] == "response_topic_refused"]
+    assert sorted(str(line["response_topic"]) for line in refused) == sorted(hostile)

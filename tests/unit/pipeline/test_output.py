@@ -16,7 +16,9 @@ from edge_agent.pipeline.inbound import Inbound
 from edge_agent.pipeline.output import LastLabels, OutputPolicy
 from edge_agent.pipeline.processing import Outgoing, Processor, Settings
 
-SETTINGS = Settings("c1", "errs", "dead", max_attempts=3, top_k=2, echo_text=False)
+SETTINGS = Settings(
+    "c1", "errs", "dead", max_attempts=3, top_k=2, echo_text=False, response_filters=("reply/#",)
+)
 
 
 def scripted(scores: dict[str, tuple[str, float]]):  # type: ignore[no-untyped-def]
