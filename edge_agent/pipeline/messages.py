@@ -38,6 +38,7 @@ PAYLOAD_TOO_LARGE: Final = "payload_too_large"
 INVALID_ID: Final = "invalid_id"
 NO_MODEL: Final = "no_model"
 POISON: Final = "poison"
+INVALID_TOPIC: Final = "invalid_topic"  # the route's output topic for it would be refused
 INTERNAL_ERROR: Final = "internal_error"  # the agent failed on this message; it keeps serving
 
 InputMode = Literal["auto", "text", "json"]

@@ -236,6 +236,17 @@ class Processor:
             model=job.route.model,
             client_id=self._settings.client_id,
         )
+        problem = routing.output_topic_problem(topic)
+        if problem is not None:
+            # Rendered from a delivered topic the broker accepted, yet one it would refuse to
+            # take back (and disconnect the agent for): an error result instead.
+            return self._error(
+                inbound,
+                job.request.id,
+                job.route.subscription,
+                messages.INVALID_TOPIC,
+                f"the output topic rendered from this topic is invalid: {problem}",
+            )
         if response is None:
             # A request with a Response Topic always gets its answer, shaped the same way but
             # never retained or suppressed: its caller is waiting for it.

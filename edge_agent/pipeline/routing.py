@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # messages imports this module for its topic-level rule
 PLACEHOLDERS: Final = frozenset({"topic", "model", "client_id"})
 _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
 MAX_TOPIC_BYTES: Final = 65535  # MQTT strings carry a two-byte length
+# mosquitto (2.0) refuses a PUBLISH whose topic has more than 200 separators, 201 levels,
+# and drops the connection for it (measured: 201 levels accepted, 202 DISCONNECT 130).
+MAX_TOPIC_LEVELS: Final = 201
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,16 @@ def topic_problem(topic: str, *, allow_wildcards: bool = False) -> str | None:
         return "expected at most 65535 bytes"
     if not allow_wildcards and ("+" in topic or "#" in topic):
         return "expected no wildcard (+ or #)"
+    return None
+
+
+def output_topic_problem(topic: str) -> str | None:
+    """Why a rendered output topic would be refused by the protocol or the broker, or None."""
+    problem = topic_problem(topic)
+    if problem is not None:
+        return problem
+    if topic.count("/") + 1 > MAX_TOPIC_LEVELS:
+        return f"expected at most {MAX_TOPIC_LEVELS} levels, got {topic.count('/') + 1}"
     return None
 
 

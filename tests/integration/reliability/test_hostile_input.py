@@ -74,3 +74,26 @@ def test_response_topic_cannot_steer_publishes_onto_the_agents_own_or_other_topi
     assert client.messages("other-device/") == []
     refused = [line for line in agent.log_lines() if line["event"] == "response_topic_refused"]
     assert sorted(str(line["response_topic"]) for line in refused) == sorted(hostile)
+
+
+def test_an_input_topic_whose_output_topic_the_broker_would_refuse_gets_an_error_result(
+    broker: Broker, client: TestClient, make_agent: AgentMaker
+) -> None:
+    """A `#` route whose template adds levels, fed the deepest topic mosquitto accepts
+    (201 levels), would render 202: mosquitto answers that PUBLISH with DISCONNECT, and the
+    redelivered input would do it again after every reconnect."""
+    agent = make_agent(
+        broker.port,
+        client_id="levels",
+        routes=[{"subscribe": "lv/#", "model": "tiny", "publish": "out/{topic}"}],
+    )
+    client.subscribe("out/#", "edge-agent/levels/errors", "edge-agent/levels/status")
+    agent.wait_online(client, "edge-agent/levels/status")
+    deepest = "lv/" + "/".join(["x"] * 200)  # 201 levels: accepted by mosquitto
+    client.publish(deepest, "door open")
+    client.publish("lv/fine", "door open")
+    error = client.wait_for(1, topic_prefix="edge-agent/levels/errors", timeout_s=30)[0].json()
+    assert error["topic"] == deepest and error["error"]["code"] == "invalid_topic"
+    assert client.wait_for(1, topic_prefix="out/lv/fine", timeout_s=30)[0].json()["label"]
+    connects = [line for line in agent.log_lines() if line["event"] == "broker_connected"]
+    assert len(connects) == 1, "the agent was disconnected"

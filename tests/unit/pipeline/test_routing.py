@@ -56,3 +56,25 @@ def test_topic_problem() -> None:
     assert routing.topic_problem("a/+") is not None
     assert routing.topic_problem("a\x00b") is not None
     assert routing.topic_problem("") is not None
+
+
+def test_output_topics_the_broker_would_refuse_are_named() -> None:
+    assert routing.output_topic_problem("/".join(["a"] * 201)) is None
+    assert "201 levels" in str(routing.output_topic_problem("/".join(["a"] * 202)))
+    assert routing.output_topic_problem("a/+/b") is not None
+    assert routing.output_topic_problem("x" * 70000) is not None
+
+
+def test_response_topics_are_allowed_only_by_filter_and_never_onto_reserved_ones() -> None:
+    allowed = ("edge-agent/pi/reply/#",)
+    reserved = ("edge-agent/pi/status", "edge-agent/pi/status/#", "edge-agent/ota/#")
+    assert routing.response_topic_allowed("edge-agent/pi/reply/1", allowed, reserved)
+    assert not routing.response_topic_allowed("edge-agent/pi/status", allowed, reserved)
+    assert not routing.response_topic_allowed("other/in/x", allowed, reserved)
+    # whatever the allowed filters say: never $ topics, never the agent's own
+    anything = ("#",)
+    assert not routing.response_topic_allowed("edge-agent/pi/status/events", anything, reserved)
+    assert not routing.response_topic_allowed("edge-agent/ota/device/pi/report", anything, reserved)
+    assert not routing.response_topic_allowed("$SYS/x", anything, reserved)
+    assert not routing.response_topic_allowed("bad/+/wildcard", anything, reserved)
+    assert routing.response_topic_allowed("somewhere/else", anything, reserved)
