@@ -10,12 +10,13 @@ Format: https://prometheus.io/docs/instrumenting/exposition_formats/ (text forma
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Final
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
 
 from edge_agent import __version__
 from edge_agent.telemetry.logs import get_logger
@@ -23,8 +24,12 @@ from edge_agent.telemetry.stats import LATENCY_BUCKETS_MS, STAGE_BUCKETS_MS, Sta
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_PATH: Final = "/metrics"
-# A scraper that opens a connection and sends nothing must not hold the server forever.
+# A scraper that opens a connection and sends nothing must not hold the server forever:
+# each read waits at most REQUEST_TIMEOUT_S, and a whole connection lives at most
+# REQUEST_DEADLINE_S (a client sending one byte every few seconds never trips the first).
 REQUEST_TIMEOUT_S: Final = 5.0
+REQUEST_DEADLINE_S: Final = 10.0
+MAX_CONNECTIONS: Final = 8  # a scraper needs one; more are turned away at once
 
 _log = get_logger(__name__)
 
@@ -170,6 +175,22 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = REQUEST_TIMEOUT_S
 
+    def setup(self) -> None:
+        super().setup()
+        # Cut the connection at the deadline, whatever the client is doing with it.
+        self._deadline = threading.Timer(self.server.deadline_s, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):  # already closed
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):  # the deadline cut it: nothing left to flush
+            super().finish()
+
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != METRICS_PATH:
             self.send_error(404, "only /metrics is served here")
@@ -191,20 +212,48 @@ class _Handler(BaseHTTPRequestHandler):
         del format, args
 
 
-class _Server(HTTPServer):
-    def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, so a slow client cannot block a scrape; daemon threads that
+    close() does not wait for, so a slow client cannot hold up the agent's shutdown."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, host: str, port: int, render: Callable[[], str], deadline_s: float) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.render = render
+        self.deadline_s = deadline_s
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over MAX_CONNECTIONS: closed at once
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class MetricsServer:
     """Serves GET /metrics from `render()` on a daemon thread; start() binds, stop() closes."""
 
-    def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        render: Callable[[], str],
+        *,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+    ) -> None:
         self._host = host
         self._port = port
         self._render = render
+        self._deadline_s = request_deadline_s
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -219,7 +268,7 @@ class MetricsServer:
         """Bind and serve; raises OSError when the address is taken or not local."""
         if self._server is not None:
             return
-        self._server = _Server(self._host, self._port, self._render)
+        self._server = _Server(self._host, self._port, self._render, self._deadline_s)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )

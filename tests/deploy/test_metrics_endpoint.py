@@ -307,3 +307,37 @@ def test_running_agent_serves_its_numbers(tmp_path: Path) -> None:
         agent.stop()
         client.close()
         broker.kill()
+
+
+def test_a_slow_client_neither_blocks_scrapes_nor_holds_the_server() -> None:
+    """Before: one thread served every connection, so a client sending a byte every 4 s
+    (under the 5 s read timeout) held the endpoint forever and made shutdown hang."""
+    server = MetricsServer(
+        "127.0.0.1", 0, lambda: render_prometheus(Stats().snapshot()), request_deadline_s=1.5
+    )
+    server.start()
+    slow = socket.create_connection(("127.0.0.1", server.port), 2)
+    try:
+        slow.sendall(b"GET /met")  # and then a byte now and then, never the end of the request
+        started = time.monotonic()
+        status, _, _ = _get(f"http://127.0.0.1:{server.port}/metrics")
+        assert status == 200 and time.monotonic() - started < 1.0  # not queued behind it
+        cut = None
+        for _ in range(40):
+            try:
+                slow.sendall(b"r")
+                if slow.recv(1, socket.MSG_DONTWAIT) == b"":
+                    cut = time.monotonic() - started
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                cut = time.monotonic() - started
+                break
+            time.sleep(0.1)
+        assert cut is not None and cut < 3.0, "the slow connection was never cut"
+    finally:
+        slow.close()
+        stopping = time.monotonic()
+        server.stop()
+        assert time.monotonic() - stopping < 2.0
