@@ -256,6 +256,7 @@ class Service:
                 str(size): count for size, count in sorted(snapshot.batch_sizes.items())
             },
             "queue_depth": len(self.batcher),
+            "shed_qos0": snapshot.shed_qos0,
             "models": snapshot.models,
             "stages_ms": {
                 stage: {"p50": figures.p50_ms, "p99": figures.p99_ms, "count": figures.count}
@@ -285,6 +286,14 @@ class Service:
                 channel.deliver(inbound)  # never into the inference queue
                 return
         self.stats.message_received()
+        if inbound.qos == 0 and len(self.batcher) >= self.batcher.bound:
+            # Receive Maximum bounds only QoS 1/2 deliveries: a QoS 0 flood would grow the
+            # queue without limit. QoS 0 promised at most once, so beyond the bound it is
+            # shed: counted (stats `shed_qos0`), logged at 1, 2, 4, 8... never queued.
+            shed = self.stats.qos0_shed()
+            if shed & (shed - 1) == 0:
+                log.warning("qos0_shed", depth=len(self.batcher), times=shed, topic=inbound.topic)
+            return
         if inbound.qos > 0:
             self.ledger.arrived(DeliveryRef(inbound.generation, inbound.mid))
         over = self.batcher.put(inbound)

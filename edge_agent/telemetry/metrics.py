@@ -76,6 +76,13 @@ def render_prometheus(snapshot: StatsSnapshot) -> str:
     )
     _family(
         lines,
+        "edge_agent_qos0_shed_total",
+        "counter",
+        "QoS 0 messages dropped because the inference queue was at its bound.",
+        [({}, snapshot.shed_qos0)],
+    )
+    _family(
+        lines,
         "edge_agent_queue_depth",
         "gauge",
         "Messages waiting for inference.",

@@ -80,6 +80,7 @@ class StatsSnapshot:
     queue_depth: int
     connected: bool
     models: dict[str, str]  # model name -> active version
+    shed_qos0: int = 0  # QoS 0 messages dropped because the queue was at its bound
     stages: dict[str, StageSnapshot] = field(default_factory=dict)  # STAGES, in order
 
 
@@ -97,6 +98,7 @@ class Stats:
     _queue_depth: int = 0
     _connected: bool = False
     _models: dict[str, str] = field(default_factory=dict)
+    _shed_qos0: int = 0
     _rate_mark: tuple[float, int] | None = None  # (time, messages_in) at the last rate read
     _stage_buckets: dict[str, list[int]] = field(
         default_factory=lambda: {stage: [0] * (len(STAGE_BUCKETS_MS) + 1) for stage in STAGES}
@@ -108,6 +110,12 @@ class Stats:
         with self._lock:
             self._stage_buckets[stage][bisect.bisect_left(STAGE_BUCKETS_MS, ms)] += messages
             self._stage_sums_ms[stage] += ms * messages
+
+    def qos0_shed(self) -> int:
+        """One more QoS 0 message shed at the full queue; returns how many so far."""
+        with self._lock:
+            self._shed_qos0 += 1
+            return self._shed_qos0
 
     def message_received(self) -> None:
         with self._lock:
@@ -168,6 +176,7 @@ class Stats:
                 queue_depth=self._queue_depth,
                 connected=self._connected,
                 models=dict(self._models),
+                shed_qos0=self._shed_qos0,
                 stages={stage: self._stage_snapshot(stage) for stage in STAGES},
             )
 

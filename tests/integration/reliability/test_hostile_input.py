@@ -5,6 +5,8 @@ error result and the agent keeps answering valid messages (docs/security.md).
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 from tests.support.agent_process import AgentMaker
 from tests.support.broker import Broker
@@ -97,3 +99,45 @@ def test_an_input_topic_whose_output_topic_the_broker_would_refuse_gets_an_error
     assert client.wait_for(1, topic_prefix="out/lv/fine", timeout_s=30)[0].json()["label"]
     connects = [line for line in agent.log_lines() if line["event"] == "broker_connected"]
     assert len(connects) == 1, "the agent was disconnected"
+
+
+def test_a_qos0_flood_is_shed_at_the_queue_bound_and_counted(
+    broker: Broker, client: TestClient, make_agent: AgentMaker
+) -> None:
+    """Receive Maximum bounds only QoS 1/2 deliveries: before, a QoS 0 flood grew the queue
+    without limit. Now each QoS 0 message beyond the bound is dropped and counted, and QoS 1
+    traffic keeps being served."""
+    agent = make_agent(
+        broker.port,
+        client_id="flood",
+        broker={"receive_maximum": 4},
+        batching={"max_batch": 1},
+        stats_interval_s=0.5,
+    )
+    client.subscribe("flood/in/+/label", "edge-agent/flood/stats", "edge-agent/flood/status")
+    agent.wait_online(client, "edge-agent/flood/status")
+    flood = b"".join(json.dumps({"text": f"spam {n}"}).encode() + b"\n" for n in range(3000))
+    subprocess.run(
+        [
+            *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port)),
+            *("-q", "0", "-t", "flood/in/spam", "-l"),
+        ],
+        input=flood,
+        check=True,
+        timeout=60,
+    )
+    client.publish("flood/in/real", "door open", qos=1)
+    client.wait_for(1, topic_prefix="flood/in/real/label", timeout_s=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = [m.json() for m in client.messages("edge-agent/flood/stats")]
+        done = stats[-1] if stats else {}
+        labelled = len(client.messages("flood/in/spam/label"))
+        if done and done.get("messages_in", 0) >= 3001 and labelled + done["shed_qos0"] >= 3000:
+            break
+        time.sleep(0.5)
+    assert done["shed_qos0"] > 0, done
+    # every flood message the agent received was either labelled or shed, none lost in between
+    assert len(client.messages("flood/in/spam/label")) + done["shed_qos0"] == 3000
+    assert agent.process is not None and agent.process.poll() is None
+    assert any(line["event"] == "qos0_shed" for line in agent.log_lines())
