@@ -230,6 +230,8 @@ def run_phase(
     ]
     results = ResultReader(broker, topic + "/label")
     publisher = BulkPublisher(broker.host, broker.port, topic)
+    if rate is not None:
+        time.sleep(0.5)  # connected before the first timed line (else it carries the CONNECT)
     sent_at: dict[str, float] = {}
     started = time.time()
     if rate is None:
@@ -324,10 +326,15 @@ def measure(
         process.wait(30)
 
 
-def model_only(
-    bundle: Path, texts: Sequence[str], batch: int, seconds: float
-) -> tuple[float, float]:
-    """(messages/s in batches of `batch`, median single-message latency in ms)."""
+@dataclass
+class ModelOnly:
+    throughput: float  # messages/s in batches of max_batch
+    single_ms: float  # median, one message after another (threads warm)
+    paced_ms: float  # median, one message every 1/LIGHT_RATE s, as a light stream arrives
+
+
+def model_only(bundle: Path, texts: Sequence[str], batch: int, seconds: float) -> ModelOnly:
+    """The engine alone, in this process, with the agent's session settings."""
     from edge_agent.engine.classifier import load_classifier
 
     classifier = load_classifier(bundle)
@@ -338,12 +345,19 @@ def model_only(
         index += batch
         done += batch
     throughput = done / (time.monotonic() - started)
-    singles = []
+    singles, paced = [], []
     for text in texts[:200]:
         begun = time.perf_counter()
         classifier.classify([text])
         singles.append(1000 * (time.perf_counter() - begun))
-    return throughput, percentile(singles, 0.5)
+    # With spinning off (engine/session.py), onnxruntime's threads sleep between runs; a
+    # light stream wakes them for every message, and that is the model time it pays.
+    for text in texts[200 : 200 + int(4 * LIGHT_RATE)]:
+        time.sleep(1 / LIGHT_RATE)
+        begun = time.perf_counter()
+        classifier.classify([text])
+        paced.append(1000 * (time.perf_counter() - begun))
+    return ModelOnly(throughput, percentile(singles, 0.5), percentile(paced, 0.5))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -413,7 +427,7 @@ def main() -> int:
         log(f"model-only at max_batch {batching.max_batch}")
         # The ceiling is measured before and after the agent run and the better figure kept:
         # on a shared machine the other load comes and goes.
-        ceiling, single_ms = model_only(bundle, texts, batching.max_batch, seconds=6)
+        before = model_only(bundle, texts, batching.max_batch, seconds=6)
         naive = measure(
             "naive",
             start_naive,
@@ -438,8 +452,12 @@ def main() -> int:
             paced_s=args.paced_s,
             work=args.work,
         )
-        again, single_again = model_only(bundle, texts, batching.max_batch, seconds=6)
-        ceiling, single_ms = max(ceiling, again), min(single_ms, single_again)
+        after = model_only(bundle, texts, batching.max_batch, seconds=6)
+        model = ModelOnly(
+            max(before.throughput, after.throughput),
+            min(before.single_ms, after.single_ms),
+            min(before.paced_ms, after.paced_ms),
+        )
         # The floor: the same broker, load generator and offered rates as the agent's.
         agent_rates = [(name, agent_rate(agent, name, naive_half)) for name in PHASES]
         echo = measure(
@@ -460,8 +478,7 @@ def main() -> int:
             agent,
             naive,
             echo,
-            ceiling=ceiling,
-            single_ms=single_ms,
+            model=model,
             max_batch=batching.max_batch,
             model_source=model_source,
             text_source=text_source,
@@ -487,8 +504,7 @@ def render(
     naive: Subject,
     echo: Subject,
     *,
-    ceiling: float,
-    single_ms: float,
+    model: ModelOnly,
     max_batch: int,
     model_source: str,
     text_source: str,
@@ -506,7 +522,8 @@ def render(
         return "yes" if ok else "no"
 
     light_p50, light_p99 = q(agent, "light", 0.5), q(agent, "light", 0.99)
-    light_target = q(echo, "light", 0.5) + single_ms + 1
+    ceiling, single_ms = model.throughput, model.single_ms
+    light_target = q(echo, "light", 0.5) + model.paced_ms + 1
     half_p50, half_p99 = q(agent, "50%", 0.5), q(agent, "50%", 0.99)
     naive_half_p50 = q(naive, "50%", 0.5)
     same_rate_p50 = q(agent, "naive 50%", 0.5)
@@ -545,8 +562,9 @@ def render(
             f"{cell(echo, phase)} | {cell(naive, naive_phase)} | | |"
         )
     rows += [
-        f"| single-message model latency (ms) | {single_ms:.1f} | | | | |",
-        f"| light: p50 vs echo p50 + single + 1 ms | {light_p50:.1f} | | | "
+        f"| single-message model time, back to back / paced at {LIGHT_RATE:.0f} msg/s (ms) | "
+        f"{single_ms:.1f} / {model.paced_ms:.1f} | | | | |",
+        f"| light: p50 vs echo p50 + paced model time + 1 ms | {light_p50:.1f} | | | "
         f"<= {light_target:.1f} | {verdict(light_p50 <= light_target)} |",
         f"| light: p99 vs 2x own p50 | {light_p99:.1f} | | | <= {2 * light_p50:.1f} | "
         f"{verdict(light_p99 <= 2 * light_p50)} |",
