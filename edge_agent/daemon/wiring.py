@@ -25,6 +25,7 @@ from edge_agent.daemon.model_events import ModelEvents
 from edge_agent.daemon.ota_channel import OtaChannel
 from edge_agent.daemon.service import Service
 from edge_agent.daemon.side_channels import SideChannel
+from edge_agent.models.refusals import RefusalLog
 from edge_agent.models.store import ModelStore
 from edge_agent.mqtt.link import MqttLink, Subscription
 from edge_agent.ota.receiver import OtaReceiver, OtaSettings
@@ -205,12 +206,19 @@ def _keyring(config: Config) -> Keyring | None:
 
 def _load_models(config: Config, keyring: Keyring | None) -> ModelStore:
     try:
+        refusals = RefusalLog(config.state_path)
+    except OSError as error:
+        raise StartupError(
+            f"state directory {config.state_path}: {error.strerror or error}"
+        ) from error
+    try:
         return ModelStore.load(
             config.models_dir,
             [route.model for route in config.routes],
             precision=config.models.precision,
             threads=config.models.threads,
             keyring=keyring,
+            refusals=refusals,
         )
     except BundleError as error:
         raise StartupError(f"model error: {error}") from error

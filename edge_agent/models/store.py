@@ -34,6 +34,7 @@ from edge_agent.bundle.verify import Verifier
 from edge_agent.bundle.versions import BundleRef
 from edge_agent.engine.classifier import Classifier, Precision, load_classifier
 from edge_agent.engine.prediction import ClassifyTiming, Prediction
+from edge_agent.models.refusals import RefusalLog
 from edge_agent.models.watch import ModelWatcher
 from edge_agent.telemetry.logs import get_logger
 
@@ -107,8 +108,10 @@ class ModelStore:
         precision: Precision = "auto",
         threads: int | None = None,
         keyring: Verifier | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._watcher = watcher
+        self._refusals = refusals
         self._precision: Precision = precision
         self._threads = threads
         self._keyring = keyring
@@ -132,31 +135,47 @@ class ModelStore:
         precision: Precision = "auto",
         threads: int | None = None,
         keyring: Verifier | None = None,
+        refusals: RefusalLog | None = None,
     ) -> ModelStore:
         """Load each named model's active bundle at startup; raises BundleError naming the
         problem when a model has no bundle that passes every check. A broken newest
-        version falls back to the next one (unless `current` pins it), like a swap would."""
-        watcher = ModelWatcher(models_dir, dict.fromkeys(names))
+        version falls back to the next one (unless `current` pins it), like a swap would;
+        with `refusals`, bundles refused in an earlier run (or that it died loading) are not
+        tried again until they change on disk."""
+        earlier = refusals.refused() if refusals is not None else {}
+        watcher = ModelWatcher(models_dir, dict.fromkeys(names), failed=earlier)
         loaded: dict[str, Classifier] = {}
         reasons: dict[str, str] = {}
         failed: list[tuple[BundleRef, str]] = []
         while requests := watcher.poll():
             for request in requests:
+                ref = request.bundle
                 try:
-                    loaded[request.bundle.name] = load_bundle(
-                        request.bundle, precision=precision, threads=threads, keyring=keyring
+                    loaded[ref.name] = _load_recorded(
+                        ref, refusals, precision=precision, threads=threads, keyring=keyring
                     )
-                except BundleError as error:
-                    watcher.mark_failed(request.bundle, str(error))
-                    reasons[request.bundle.name] = str(error)
-                    failed.append((request.bundle, str(error)))
+                except Exception as error:  # onnxruntime raises its own types too: never fatal
+                    why = str(error) if isinstance(error, BundleError) else repr(error)
+                    watcher.mark_failed(ref, why)
+                    reasons[ref.name] = why
+                    failed.append((ref, why))
                 else:
-                    watcher.mark_loaded(request.bundle)
+                    watcher.mark_loaded(ref)
+        for (path, stamp), why in earlier.items():  # said again once, with what serves now
+            if path.parent.name in loaded and path.is_dir():
+                failed.append((BundleRef(path.parent.name, path.name, path, stamp), why))
         for name in dict.fromkeys(names):
             if name not in loaded:
                 why = reasons.get(name) or f"{models_dir / name}: no version folder with a bundle"
                 raise BundleError(why)
-        store = cls(watcher, loaded, precision=precision, threads=threads, keyring=keyring)
+        store = cls(
+            watcher,
+            loaded,
+            precision=precision,
+            threads=threads,
+            keyring=keyring,
+            refusals=refusals,
+        )
         store.startup_rejections = tuple(
             BundleRefused(ref.name, ref.version, ref.path, why, loaded[ref.name].manifest.version)
             for ref, why in failed
@@ -268,8 +287,12 @@ class ModelStore:
         started = time.monotonic()
         log.info("model_loading", model=ref.name, version=ref.version, path=str(ref.path))
         try:
-            classifier = load_bundle(
-                ref, precision=self._precision, threads=self._threads, keyring=self._keyring
+            classifier = _load_recorded(
+                ref,
+                self._refusals,
+                precision=self._precision,
+                threads=self._threads,
+                keyring=self._keyring,
             )
         except BundleError as error:
             self._watcher.mark_failed(ref, str(error))
@@ -285,6 +308,31 @@ class ModelStore:
         self._watcher.mark_loaded(ref)
         with self._lock:
             self._ready[ref.name] = _Ready(ref, classifier, ready_at - started, ready_at)
+
+
+def _load_recorded(
+    ref: BundleRef,
+    refusals: RefusalLog | None,
+    *,
+    precision: Precision,
+    threads: int | None,
+    keyring: Verifier | None,
+) -> Classifier:
+    """`load_bundle`, written down on disk before it starts and crossed out (or recorded as
+    refused) when it ends, so that neither a refusal nor a crash repeats after a restart."""
+    if refusals is None:
+        return load_bundle(ref, precision=precision, threads=threads, keyring=keyring)
+    refusals.loading(ref)
+    try:
+        classifier = load_bundle(ref, precision=precision, threads=threads, keyring=keyring)
+    except BundleError as error:
+        refusals.refuse(ref, str(error))
+        raise
+    except Exception as error:
+        refusals.refuse(ref, repr(error))
+        raise
+    refusals.loaded(ref)
+    return classifier
 
 
 def load_bundle(

@@ -12,7 +12,7 @@ validates and swaps off the hot path, then tells the watcher how it went (`mark_
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +30,18 @@ class SwapRequest:
 class ModelWatcher:
     """Stateful edge around `scan_model`/`choose_bundle`: one request per change, no loops."""
 
-    def __init__(self, models_dir: Path, names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        names: Iterable[str],
+        failed: Mapping[tuple[Path, Stamp], str] | None = None,
+    ) -> None:
+        """`failed`: bundles refused before (a previous run's, kept on disk)."""
         self._models_dir = models_dir
         self._names = tuple(names)
         self._loaded: dict[str, BundleRef] = {}
         self._pending: dict[str, BundleRef] = {}
-        self._failed: dict[tuple[Path, Stamp], str] = {}
+        self._failed: dict[tuple[Path, Stamp], str] = dict(failed or {})
 
     def poll(self) -> list[SwapRequest]:
         requests = []

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_agent.bundle.versions import scan_model
+from edge_agent.models.refusals import RefusalLog
 from tests.support.agent_process import Agent, AgentFactory, events, versions_of
 from tests.support.bundles import SwapBundles, install
 from tests.support.mqtt_client import TestClient
@@ -120,3 +122,27 @@ def test_a_broken_newest_bundle_at_start_up_falls_back_and_is_reported(
     assert _label_one(client, agent, "fallback")["model"]["version"] == "1.0.0"
     time.sleep(1.0)  # four poll intervals: the broken bundle is not tried again
     assert len(events(client, agent, "model_rejected")) == 1
+
+
+def test_a_bundle_the_agent_died_loading_is_not_tried_again_after_a_restart(
+    tmp_path: Path, bundles: SwapBundles, client: TestClient, start_agent: AgentFactory
+) -> None:
+    """A fault inside onnxruntime while a bundle loads kills the process, no `except` can
+    catch it, and every restart picked the same bundle again: a crash loop. Loads are now
+    written down before they start; one still written down at start-up was fatal before."""
+    models = tmp_path / "models"
+    install(bundles.v1, models)
+    newer = install(bundles.v2, models)  # valid, and the newest: start-up would pick it
+    (killer,) = [ref for ref in scan_model(models, "tiny").versions if ref.path == newer]
+    agent_id = "survivor"
+    # What a run that died inside the load of 2.0.0 leaves in its state directory:
+    RefusalLog(tmp_path / f"state-{agent_id}").loading(killer)
+    agent = start_agent(models, client_id=agent_id)
+    assert _label_one(client, agent, "after the crash")["model"]["version"] == "1.0.0"
+    (refused,) = _wait_event(client, agent, "model_rejected", 1)
+    assert refused["version"] == "2.0.0" and refused["serving_version"] == "1.0.0"
+    assert "stopped while loading" in refused["reason"]
+    # Changed on disk (re-installed under a new folder): tried, and served.
+    install(bundles.v2, models, version="2.0.1")
+    swapped = _wait_event(client, agent, "model_swapped", 1)
+    assert swapped[0]["version"] == "2.0.1"
