@@ -93,6 +93,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         capture_output=True,
     )
     shutil.copy2(EXAMPLE / "acl", folder / "acl")
+    # The per-device line the ACL's comment asks for, as an operator adds it for pi-01.
+    with (folder / "acl").open("a") as acl:
+        acl.write("\nuser pi-01\ntopic read edge-agent/ota/blob/#\n")
     passwd = folder / "passwd"
     passwd.touch(mode=0o600)
     for user in CLIENTS:
@@ -292,3 +295,29 @@ def test_device_writes_its_own_discovery_config_only(broker: Broker) -> None:
     other = _publish(broker, "pi-01", "homeassistant/device/edge_agent_pi-02/config", "{}")
     assert "Not authorized" in other
     assert "Not authorized" in _publish(broker, "pi-01", "homeassistant/sensor/x/config", "{}")
+
+
+def test_device_can_complete_an_ota_and_nothing_more(broker: Broker) -> None:
+    """An update needs: the device's update topic (read), the chunk topics (read: the
+    per-device line the ACL's comment gives, which the fixture adds for pi-01) and its own
+    report topic (write). Before, the ACL granted neither the report nor, anywhere, the
+    chunks, so an OTA could not complete."""
+    device = Subscriber(
+        broker, "pi-01", "edge-agent/ota/device/pi-01/update", "edge-agent/ota/blob/#", count=2
+    )
+    ops_view = Subscriber(broker, "ops", "edge-agent/ota/device/+/report")
+    blob = "edge-agent/ota/blob/" + "a" * 64 + "/1024/0"
+    assert _publish(broker, "ops", "edge-agent/ota/device/pi-01/update", "{}").endswith("rc=0")
+    assert _publish(broker, "ops", blob, "chunk").endswith("rc=0")
+    assert device.messages() == ["edge-agent/ota/device/pi-01/update {}", f"{blob} chunk"]
+    report = _publish(broker, "pi-01", "edge-agent/ota/device/pi-01/report", '{"state": "ok"}')
+    assert report.endswith("rc=0") and "Not authorized" not in report
+    assert ops_view.messages() == ['edge-agent/ota/device/pi-01/report {"state": "ok"}']
+    # and nothing more: no other device's report, no updates or chunks of its own making
+    for topic in (
+        "edge-agent/ota/device/pi-02/report",
+        "edge-agent/ota/device/pi-01/update",
+        blob,
+        "edge-agent/ota/fleet/kitchen/update",
+    ):
+        assert "Not authorized" in _publish(broker, "pi-01", topic, "x"), topic
