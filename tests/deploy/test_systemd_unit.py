@@ -113,6 +113,10 @@ def test_unit_matches_the_daemon_contract() -> None:
     assert unit["ExecStart"][0].endswith("run --config /etc/edge-agent/edge-agent.yaml")
     # cryptography's cffi callbacks need writable+executable memory.
     assert "MemoryDenyWriteExecute" not in unit
+    # A crash loop ends (an OOM kill on every start would otherwise go on for ever), and the
+    # agent yields CPU and I/O to the broker and the OS when it is saturated.
+    assert int(unit["StartLimitBurst"][0]) >= 3 and int(unit["StartLimitIntervalSec"][0]) > 0
+    assert int(unit["CPUWeight"][0]) < 100 and int(unit["IOWeight"][0]) < 100
 
 
 def test_credential_matches_the_config() -> None:
@@ -128,6 +132,7 @@ def test_only_the_state_directory_is_writable() -> None:
     assert unit["ProtectSystem"] == ["strict"]
     assert "ReadWritePaths" not in unit
     state_root = Path("/var/lib") / unit["StateDirectory"][0]
+    assert unit["NoExecPaths"] == [str(state_root)]  # written over the network: never run
     assert Path(config["models"]["dir"]).is_relative_to(state_root)
     assert Path(config["state_dir"]).is_relative_to(state_root)
 
