@@ -15,19 +15,8 @@ from typing import Final
 
 # Upper bounds in milliseconds (Prometheus "le" buckets); +Inf is implicit.
 LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
-    1,
-    2,
-    5,
-    10,
-    20,
-    50,
-    100,
-    200,
-    500,
-    1000,
-    2000,
-    5000,
-)
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
+)  # fmt: skip
 
 
 # Where a message's time goes, in the order it passes (docs/benchmarks.md, "Where the time
@@ -38,21 +27,8 @@ LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
 STAGES: Final = ("queue", "prepare", "tokenize", "infer", "encode", "handoff", "puback")
 # Stages are sub-millisecond on a fast CPU: finer buckets than end-to-end latency.
 STAGE_BUCKETS_MS: Final[tuple[float, ...]] = (
-    0.05,
-    0.1,
-    0.2,
-    0.5,
-    1,
-    2,
-    5,
-    10,
-    20,
-    50,
-    100,
-    200,
-    500,
-    1000,
-)
+    0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
