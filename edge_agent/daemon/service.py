@@ -28,12 +28,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
 from edge_agent import __version__
 from edge_agent.config.settings import Config
+from edge_agent.daemon.health import Health, assess_health
 from edge_agent.daemon.model_events import ModelEvents
 from edge_agent.daemon.ota_channel import OtaChannel
 from edge_agent.daemon.side_channels import SideChannel
@@ -47,13 +47,10 @@ from edge_agent.pipeline.processing import LABELLED, BatchResult, Outgoing, Proc
 from edge_agent.telemetry.logs import get_logger
 from edge_agent.telemetry.metrics import MetricsServer
 from edge_agent.telemetry.sd_notify import Notifier
-from edge_agent.telemetry.stats import Stats
+from edge_agent.telemetry.stats import Stats, stats_document
 
 TICK_S: Final = 0.2
 WORKER_POLL_S: Final = 0.5
-# A batch taking longer than this is stuck (a Pi labels a full batch in well under a
-# second); the watchdog pings stop and systemd restarts the agent.
-WORKER_STALL_S: Final = 30.0
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 # A thread that wants the GIL gets it when the holder blocks, or after the switch interval
 # (5 ms by default). A result published by the worker is written to the socket by paho's
@@ -62,38 +59,6 @@ SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Health:
-    worker: bool
-    network: bool
-
-    @property
-    def ok(self) -> bool:
-        return self.worker and self.network
-
-
-def assess_health(
-    now: float,
-    *,
-    worker_alive: bool,
-    worker_beat: float,
-    batch_started: float | None,
-    network_alive: bool,
-    network_beat: float,
-    network_stall_s: float,
-) -> Health:
-    """Alive *and* progressing. An idle worker still beats every WORKER_POLL_S and an idle
-    connection still sees PINGREQ/PINGRESP every keepalive, so only a stuck batch, a dead
-    thread or a network thread that stopped looping fail this."""
-    worker = (
-        worker_alive
-        and now - worker_beat < WORKER_STALL_S
-        and (batch_started is None or now - batch_started < WORKER_STALL_S)
-    )
-    network = network_alive and now - network_beat < network_stall_s
-    return Health(worker=worker, network=network)
 
 
 class Service:
@@ -246,24 +211,11 @@ class Service:
         snapshot = self.stats.snapshot()
         if not snapshot.connected:
             return
-        body = {
-            "messages_in": snapshot.messages_in,
-            "messages_out": snapshot.messages_out,
-            "errors_by_code": snapshot.errors_by_code,
-            "latency_p50_ms": snapshot.latency_p50_ms,
-            "latency_p99_ms": snapshot.latency_p99_ms,
-            "batch_sizes": {
-                str(size): count for size, count in sorted(snapshot.batch_sizes.items())
-            },
-            "queue_depth": len(self.batcher),
-            "shed_qos0": snapshot.shed_qos0,
-            "models": snapshot.models,
-            "stages_ms": {
-                stage: {"p50": figures.p50_ms, "p99": figures.p99_ms, "count": figures.count}
-                for stage, figures in snapshot.stages.items()
-            },
-            "messages_per_s": self.stats.messages_per_s(time.monotonic()),
-        }
+        body = stats_document(
+            snapshot,
+            queue_depth=len(self.batcher),
+            messages_per_s=self.stats.messages_per_s(time.monotonic()),
+        )
         topic = self.config.topic(self.config.topics.stats)
         self.link.publish(topic, json.dumps(body, separators=(",", ":")).encode(), qos=0)
 

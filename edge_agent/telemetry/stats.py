@@ -185,3 +185,25 @@ def _quantile_from_buckets(
         if running >= rank:
             return bounds[index] if index < len(bounds) else float("inf")
     return float("inf")
+
+
+def stats_document(
+    snapshot: StatsSnapshot, *, queue_depth: int, messages_per_s: float | None
+) -> dict[str, object]:
+    """What the stats topic publishes (schema in docs/design.md)."""
+    return {
+        "messages_in": snapshot.messages_in,
+        "messages_out": snapshot.messages_out,
+        "errors_by_code": snapshot.errors_by_code,
+        "latency_p50_ms": snapshot.latency_p50_ms,
+        "latency_p99_ms": snapshot.latency_p99_ms,
+        "batch_sizes": {str(size): count for size, count in sorted(snapshot.batch_sizes.items())},
+        "queue_depth": queue_depth,
+        "shed_qos0": snapshot.shed_qos0,
+        "models": snapshot.models,
+        "stages_ms": {
+            stage: {"p50": figures.p50_ms, "p99": figures.p99_ms, "count": figures.count}
+            for stage, figures in snapshot.stages.items()
+        },
+        "messages_per_s": messages_per_s,
+    }

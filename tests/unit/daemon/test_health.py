@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.daemon.service import WORKER_STALL_S, assess_health
+from edge_agent.daemon.health import WORKER_STALL_S, assess_health
 
 NOW = 1000.0
 
