@@ -146,7 +146,6 @@ def _bundle(
     args: argparse.Namespace, task: Task, data: TaskData, work: Path, started: float
 ) -> int:
     """Export the saved student, measure fp32 and INT8 graphs on the same rows, pack INT8."""
-    from tokenizers import Tokenizer
 
     from edge_agent.toolkit.train.bundle import (
         QUANTIZE_CALIBRATION_ROWS,
@@ -161,8 +160,8 @@ def _bundle(
 
     t0 = time.monotonic()
     checkpoint = deploy_checkpoint(work / "student", work, data.max_seq_len)
-    tokenizer_file = checkpoint / "tokenizer.json"
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer_file = checkpoint.tokenizer_file
+    tokenizer = checkpoint.tokenizer
     # INT8 pooler too: with a MiniLM-sized vocabulary the bundle is otherwise just over 16 MB.
     fp32, int8 = export_graphs(
         checkpoint,

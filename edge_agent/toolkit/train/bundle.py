@@ -39,19 +39,36 @@ class GraphFigures:
     int8_logits: np.ndarray
 
 
-def deploy_checkpoint(checkpoint: Path, work: Path, max_seq_len: int) -> Path:
+@dataclass(frozen=True)
+class Deployable:
+    """A checkpoint as shipped, and the tokenizer that belongs to it. Pruning renumbers the
+    vocabulary, so the training tokenizer's ids are wrong for it (up to 994 places off for
+    MiniLM's, and past the end of the embedding for rare pieces): export, measurement,
+    golden examples and packing all take the tokenizer from here."""
+
+    folder: Path
+    tokenizer: Any
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.folder / "tokenizer.json"
+
+
+def deploy_checkpoint(checkpoint: Path, work: Path, max_seq_len: int) -> Deployable:
     """The checkpoint as shipped: position embeddings cut at max_seq_len and the never-used
-    `[unusedN]` vocabulary rows dropped (same predictions, fewer bytes). Returns its folder."""
+    `[unusedN]` vocabulary rows dropped (same predictions, fewer bytes), with its tokenizer."""
+    from edge_agent.toolkit.export.to_onnx import load_checkpoint_tokenizer
     from edge_agent.toolkit.train.minilm import trim_positions
     from edge_agent.toolkit.train.vocab import prune_unused_vocab
 
     trimmed = trim_positions(checkpoint, work / "deploy-trimmed", max_seq_len)
     prune_unused_vocab(trimmed, work / "deploy")
-    return work / "deploy"
+    folder = work / "deploy"
+    return Deployable(folder, load_checkpoint_tokenizer(folder))
 
 
 def export_graphs(
-    checkpoint: Path,
+    deployable: Deployable,
     out_dir: Path,
     *,
     keep_head_fp32: bool = True,
@@ -64,15 +81,14 @@ def export_graphs(
     `calibration_texts` (training texts, never evaluation rows) let quantization smooth the
     MatMul inputs that have outlier channels (quantize.smooth_outlier_inputs).
     """
-    from tokenizers import Tokenizer
-
     from edge_agent.toolkit.export.quantize import calibration_feeds, quantize_int8
     from edge_agent.toolkit.export.to_onnx import export_onnx
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(checkpoint, out_dir / "model.fp32.onnx")
-    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
-    calibration = calibration_feeds(tokenizer, calibration_texts, max_seq_len, _ORT_BATCH)
+    fp32 = export_onnx(deployable.folder, out_dir / "model.fp32.onnx")
+    calibration = calibration_feeds(
+        deployable.tokenizer, calibration_texts, max_seq_len, _ORT_BATCH
+    )
     int8 = quantize_int8(
         fp32, out_dir / "model.onnx", keep_head_fp32=keep_head_fp32, calibration=calibration
     )

@@ -149,6 +149,7 @@ def train(job: TrainJob, work: Path) -> Path:
     checkpoint = work / "checkpoint"
     save_checkpoint(student.to("cpu"), checkpoint, tokenizer_dir)
     deployed = deploy_checkpoint(checkpoint, work, job.max_seq_len)
+    # From here on the deployed checkpoint's own tokenizer: pruning renumbered the ids.
     fp32_graph, int8_graph = export_graphs(
         deployed,
         work / "graphs",
@@ -159,7 +160,7 @@ def train(job: TrainJob, work: Path) -> Path:
     figures = measure_graphs(
         fp32_graph,
         int8_graph,
-        tokenizer,
+        deployed.tokenizer,
         val_rows.texts,
         targets=validation.targets,
         labels=labels,
@@ -190,7 +191,7 @@ def train(job: TrainJob, work: Path) -> Path:
         multi_label=multi,
         max_seq_len=job.max_seq_len,
         int8=int8_graph,
-        tokenizer_file=deployed / "tokenizer.json",
+        tokenizer_file=deployed.tokenizer_file,
         golden_texts=val_rows.texts[:200],
         metrics=metrics,
         card=card,

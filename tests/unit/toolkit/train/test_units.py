@@ -252,13 +252,13 @@ def test_reports() -> None:
     assert multi.micro_f1 == pytest.approx(0.8)
 
 
-def test_pruning_unused_vocabulary_keeps_predictions(tmp_path: Path) -> None:
+def _checkpoint_with_unused_rows(source: Path) -> dict[str, int]:
+    """A tiny SqueezeBERT checkpoint whose vocabulary starts with two `[unusedN]` rows, as
+    MiniLM's does; returns that vocabulary."""
     import torch
-    from tokenizers import Tokenizer
     from transformers import SqueezeBertForSequenceClassification
 
     from edge_agent.toolkit.train.minilm import squeezebert_config
-    from edge_agent.toolkit.train.vocab import prune_unused_vocab
     from tests.support.bundles import build_tiny_tokenizer
 
     spec = json.loads(build_tiny_tokenizer().to_str())
@@ -268,7 +268,6 @@ def test_pruning_unused_vocabulary_keeps_predictions(tmp_path: Path) -> None:
     spec["model"]["vocab"] = shifted
     for special in spec["post_processor"]["special_tokens"].values():
         special["ids"] = [i + 2 for i in special["ids"]]
-    source = tmp_path / "source"
     source.mkdir()
     (source / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     torch.manual_seed(0)
@@ -276,6 +275,18 @@ def test_pruning_unused_vocabulary_keeps_predictions(tmp_path: Path) -> None:
         num_labels=2, hidden=32, layers=1, heads=4, intermediate=64, vocab_size=len(shifted)
     )
     SqueezeBertForSequenceClassification(config).save_pretrained(str(source))
+    return shifted
+
+
+def test_pruning_unused_vocabulary_keeps_predictions(tmp_path: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import SqueezeBertForSequenceClassification
+
+    from edge_agent.toolkit.train.vocab import prune_unused_vocab
+
+    source = tmp_path / "source"
+    shifted = _checkpoint_with_unused_rows(source)
 
     assert prune_unused_vocab(source, tmp_path / "pruned") == 2
     texts = ["the movie was great fun", "smoke alarm [unused0] in the garage"]
@@ -295,3 +306,28 @@ def test_pruning_unused_vocabulary_keeps_predictions(tmp_path: Path) -> None:
     pruned = Tokenizer.from_file(str(tmp_path / "pruned" / "tokenizer.json"))
     assert pruned.get_vocab_size() == len(shifted) - 2
     assert pruned.encode("hello").ids[0] == shifted["[CLS]"] - 2
+
+
+def test_the_deployed_graph_is_measured_with_the_deployed_tokenizer(tmp_path: Path) -> None:
+    """`model train` once measured the pruned graph with the training tokenizer: every id
+    shifted, and the last pieces past the end of the embedding (onnxruntime: "Gather ...
+    indices element out of data bounds"), a crash after the whole training run."""
+    from tokenizers import Tokenizer
+
+    from edge_agent.toolkit.train.bundle import deploy_checkpoint, export_graphs, graph_logits
+
+    source = tmp_path / "source"
+    shifted = _checkpoint_with_unused_rows(source)
+    deployable = deploy_checkpoint(source, tmp_path / "work", max_seq_len=32)
+    last_piece = max(shifted, key=shifted.__getitem__)  # the highest id, renumbered by pruning
+    text = f"door {last_piece}"
+    training = Tokenizer.from_file(str(source / "tokenizer.json"))
+    assert max(training.encode(text).ids) >= deployable.tokenizer.get_vocab_size()
+    assert max(deployable.tokenizer.encode(text).ids) < deployable.tokenizer.get_vocab_size()
+    assert deployable.tokenizer_file.is_file()
+    fp32, int8 = export_graphs(
+        deployable, tmp_path / "graphs", calibration_texts=["door open", text], max_seq_len=32
+    )
+    for graph in (fp32, int8):
+        logits = graph_logits(graph, deployable.tokenizer, [text], max_seq_len=32, threads=1)
+        assert logits.shape == (1, 2) and np.isfinite(logits).all()
