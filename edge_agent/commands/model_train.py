@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--replace", action="store_true", help="overwrite an existing version")
     parser.add_argument("--work", type=Path, help="keep checkpoints and graphs here")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --work: reuse the trained checkpoint there instead of training again",
+    )
     parser.add_argument("--base", type=Path, help="HF SqueezeBERT checkpoint folder to fine-tune")
     parser.add_argument("--groups", type=int, default=4, help="student groups (1 = dense)")
     parser.add_argument("--no-distil", action="store_true", help="student on hard labels only")
@@ -56,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     # libgomp's spinning worker threads slow training several-fold on a busy CPU.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from edge_agent.toolkit.train.data import DataError
-    from edge_agent.toolkit.train.pipeline import TrainJob, train
+    from edge_agent.toolkit.train.pipeline import AfterTrainingError, TrainJob, train
 
     options = vars(args)
     job = TrainJob(
@@ -64,13 +70,26 @@ def main(args: argparse.Namespace) -> int:
         distil=not args.no_distil,
         progress=not args.no_progress,
     )
+    if args.resume and args.work is None:
+        print("model train: --resume needs --work (the folder of the earlier run)", file=sys.stderr)
+        return STARTUP_FAILURE
+    # Without --work the run's folder is temporary, but it outlives a failure after training,
+    # so that the trained checkpoint is never lost to a late error.
+    work = args.work or Path(tempfile.mkdtemp(prefix="edge-agent-train-"))
     try:
-        if args.work is not None:
-            train(job, args.work)
-            return 0
-        with tempfile.TemporaryDirectory(prefix="edge-agent-train-") as work:
-            train(job, Path(work))
-            return 0
+        train(job, work)
     except (DataError, FileExistsError) as error:
         print(f"model train: {error}", file=sys.stderr)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
         return STARTUP_FAILURE
+    except AfterTrainingError as error:
+        print(f"model train: {error}", file=sys.stderr)
+        print(
+            f"model train: fix the cause, then: edge-agent model train ... --work {work} --resume",
+            file=sys.stderr,
+        )
+        return 1
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0

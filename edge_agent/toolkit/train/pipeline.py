@@ -42,6 +42,17 @@ class TrainJob:
     training_data: str | None = None
     fp32_head: bool = False
     progress: bool = True
+    resume: bool = False  # reuse `<work>/checkpoint` from an earlier run instead of training
+
+
+class AfterTrainingError(Exception):
+    """Training finished and its checkpoint is on disk; a later step failed."""
+
+    def __init__(self, checkpoint: Path, error: BaseException) -> None:
+        super().__init__(
+            f"{error!r} after training; the trained checkpoint is kept at {checkpoint}"
+        )
+        self.checkpoint = checkpoint
 
 
 def train(job: TrainJob, work: Path) -> Path:
@@ -49,17 +60,8 @@ def train(job: TrainJob, work: Path) -> Path:
     bundle folder. Raises DataError for data it cannot use."""
     import torch
 
-    from edge_agent.toolkit.train.bundle import (
-        QUANTIZE_CALIBRATION_ROWS,
-        bundle_size,
-        deploy_checkpoint,
-        export_graphs,
-        measure_graphs,
-        pack_int8_bundle,
-    )
     from edge_agent.toolkit.train.data import (
         DataError,
-        calibration_sample,
         encode_texts,
         read_labelled,
         split_indices,
@@ -71,7 +73,6 @@ def train(job: TrainJob, work: Path) -> Path:
         save_checkpoint,
     )
     from edge_agent.toolkit.train.fit import Encoded, FitOptions, fit, pick_device
-    from edge_agent.toolkit.train.metrics import format_report
 
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -119,6 +120,24 @@ def train(job: TrainJob, work: Path) -> Path:
 
     train, validation = encode(train_rows), encode(val_rows)
     steps: list[str] = []
+    checkpoint = work / "checkpoint"
+    if job.resume and (checkpoint / "config.json").is_file():
+        _check_resumable(checkpoint, labels)
+        print(f"resuming from {checkpoint} (no training)", flush=True)
+        steps.append(f"resumed from {checkpoint}")
+        try:
+            return _finish(
+                job,
+                work,
+                checkpoint,
+                labels=labels,
+                train_rows=train_rows,
+                val_rows=val_rows,
+                validation=validation,
+                steps=steps,
+            )
+        except Exception as error:
+            raise AfterTrainingError(checkpoint, error) from error
     if job.base is not None:
         result = fit(model, train, validation, fit_options, multi_label=multi)
         student = model
@@ -146,8 +165,48 @@ def train(job: TrainJob, work: Path) -> Path:
         )
         student = recipe.student
         steps.extend(f"{s.name}: validation {s.validation:.4f}" for s in recipe.steps)
-    checkpoint = work / "checkpoint"
+    # Written before anything that could still fail: a late failure never costs the training.
     save_checkpoint(student.to("cpu"), checkpoint, tokenizer_dir)
+    print(f"trained checkpoint: {checkpoint}", flush=True)
+    try:
+        return _finish(
+            job,
+            work,
+            checkpoint,
+            labels=labels,
+            train_rows=train_rows,
+            val_rows=val_rows,
+            validation=validation,
+            steps=steps,
+        )
+    except Exception as error:
+        raise AfterTrainingError(checkpoint, error) from error
+
+
+def _finish(
+    job: TrainJob,
+    work: Path,
+    checkpoint: Path,
+    *,
+    labels: list[str],
+    train_rows: Any,
+    val_rows: Any,
+    validation: Any,
+    steps: list[str],
+) -> Path:
+    """Deploy, export, quantize, measure and pack a trained checkpoint."""
+    from edge_agent.toolkit.train.bundle import (
+        QUANTIZE_CALIBRATION_ROWS,
+        bundle_size,
+        deploy_checkpoint,
+        export_graphs,
+        measure_graphs,
+        pack_int8_bundle,
+    )
+    from edge_agent.toolkit.train.data import calibration_sample
+    from edge_agent.toolkit.train.metrics import format_report
+
+    multi = job.multi_label
     deployed = deploy_checkpoint(checkpoint, work, job.max_seq_len)
     # From here on the deployed checkpoint's own tokenizer: pruning renumbered the ids.
     fp32_graph, int8_graph = export_graphs(
@@ -203,6 +262,17 @@ def train(job: TrainJob, work: Path) -> Path:
     print(f"INT8 vs fp32 agreement: {figures.agreement:.4f}")
     print(f"bundle: {bundle} ({bundle_size(bundle) / 1e6:.1f} MB)")
     return bundle
+
+
+def _check_resumable(checkpoint: Path, labels: list[str]) -> None:
+    import json
+
+    from edge_agent.toolkit.train.data import DataError
+
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    saved = [config.get("id2label", {}).get(str(i)) for i in range(len(labels))]
+    if saved != labels or len(config.get("id2label", {})) != len(labels):
+        raise DataError(f"{checkpoint}: trained for other labels; resume with the same data")
 
 
 def _start_model(job: TrainJob, labels: list[str]) -> tuple[Any, Path]:

@@ -137,3 +137,29 @@ def test_missing_column_is_one_clear_line(tmp_path: Path, sentiment_csv: Path) -
     assert result.returncode == 3
     assert "no column 'text'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_late_failure_keeps_the_checkpoint_and_resume_finishes_without_training(
+    tmp_path: Path, tiny_base: Path, sentiment_csv: Path
+) -> None:
+    """Before: a failure after training (a crash in the measurement, a full disk, a bundle
+    folder in the way) lost the trained model with the temporary work folder."""
+    common = [
+        *(str(sentiment_csv), "--text-column", "message", "--label-column", "sentiment"),
+        *("--base", str(tiny_base), "--name", "late", "--epochs", "1", "--max-seq-len", "32"),
+    ]
+    blocked = tmp_path / "models"
+    blocked.write_text("a file where the models folder should be")  # packing fails last
+    work = tmp_path / "work"
+    failed = run_train(*common, "--models-dir", str(blocked), "--work", str(work))
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert f"checkpoint is kept at {work / 'checkpoint'}" in failed.stderr
+    assert "--resume" in failed.stderr
+    assert (work / "checkpoint" / "config.json").is_file()
+
+    models = tmp_path / "models-ok"
+    resumed = run_train(*common, "--models-dir", str(models), "--work", str(work), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout and "epoch" not in resumed.stdout.lower()
+    classifier = load_classifier(models / "late" / "1.0.0")
+    assert classifier.classify(["what a great film"])[0].label in ("negative", "positive")
