@@ -43,6 +43,7 @@ MODEL_NAME_RE: Final = NAME_PATTERN  # the bundle format's rule (docs/design.md)
 # Device ids and fleet groups become MQTT topic levels: no wildcards, separators or NUL.
 TARGET_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+KEY_ID_RE: Final = re.compile(r"[0-9a-f]{16}")  # bundle/keys.py: sha256 of the key, 16 digits
 
 
 class UpdateRejectedError(Exception):
@@ -203,6 +204,8 @@ def _unpack_envelope(envelope: bytes) -> tuple[str, bytes, bytes]:
         raise UpdateRejectedError(f"manifest envelope is {len(envelope)} bytes, over the limit")
     try:
         outer = json.loads(envelope)
+    except RecursionError:  # 1 MiB of "[" is 1 MiB of nesting: refused, never a crash
+        raise UpdateRejectedError("manifest envelope is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UpdateRejectedError(f"manifest envelope is not JSON: {exc}") from None
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
@@ -213,19 +216,23 @@ def _unpack_envelope(envelope: bytes) -> tuple[str, bytes, bytes]:
     if not isinstance(key, str) or not isinstance(payload_b64, str):
         raise UpdateRejectedError("manifest envelope lacks key_id or payload")
     try:
-        return (
-            key,
-            base64.b64decode(signature_b64, validate=True),
-            base64.b64decode(payload_b64, validate=True),
-        )
+        signature = base64.b64decode(signature_b64, validate=True)
+        payload = base64.b64decode(payload_b64, validate=True)
     except binascii.Error:
         raise UpdateRejectedError("manifest envelope holds invalid base64") from None
+    if not KEY_ID_RE.fullmatch(key):
+        # Never echoed: whatever an unsigned envelope says would land in the retained
+        # report, the events topic and the log (1 MB a message, before this check).
+        raise UpdateRejectedError("manifest envelope's key_id is not 16 hex digits")
+    return key, signature, payload
 
 
 def parse_payload(payload: bytes) -> UpdateManifest:
     """Validate a signed payload. Signed is not the same as sane: every field is checked."""
     try:
         doc = json.loads(payload)
+    except RecursionError:
+        raise UpdateRejectedError("manifest is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UpdateRejectedError(f"manifest payload is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("type") != PAYLOAD_TYPE:

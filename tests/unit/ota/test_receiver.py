@@ -486,3 +486,20 @@ def test_state_dir_on_another_filesystem_installs_by_copy(
         installed = models_dir / "sentiment" / "1.1.0"
         assert (installed / "model.onnx").read_bytes() == files["model.onnx"]
         assert not (models_dir / "sentiment" / ".tmp-1.1.0").exists()
+
+
+def test_hostile_unsigned_envelopes_are_refused_briefly_and_never_crash(
+    make_device: DeviceFactory,
+) -> None:
+    """Before: an envelope nested 500,000 deep raised RecursionError out of the receiver,
+    and an unknown key id was echoed whole (1 MB per message into the retained report, the
+    events topic and the log)."""
+    device = make_device()
+    nested = b"[" * 500_000 + b"]" * 500_000
+    device.apply(device.receiver.on_manifest(nested[:1_000_000]))
+    assert device.last_state == "rejected" and "nested too deeply" in device.last_reason
+    huge_key = {"format": 1, "key_id": "k" * 900_000, "signature": "AA==", "payload": "AA=="}
+    device.apply(device.receiver.on_manifest(json.dumps(huge_key).encode()))
+    assert device.last_state == "rejected"
+    assert "not 16 hex digits" in device.last_reason and len(device.last_reason) < 200
+    assert all(len(report.payload) < 2000 for report in device.reports)
