@@ -17,6 +17,7 @@ with the signed one -> fsync, rename into `<models_dir>/<name>/<version>`.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ from edge_agent.ota.stage import (
 DEFAULT_PREFIX: Final = "edge-agent/ota"
 DEFAULT_WINDOW: Final = 8
 UNSERVED_REASON: Final = "no route uses this model: kept on disk, loaded once a route names it"
+FREE_SPACE_MARGIN_BYTES: Final = 16 << 20  # what logs and journals keep needing meanwhile
 PROGRESS_STEPS: Final = 10  # a progress report per tenth of the chunks, not per chunk
 
 
@@ -149,6 +151,7 @@ class OtaReceiver:
                 self._check_admissible(manifest, rollback=False)
                 return self._finish_already_installed(manifest)
             self._check_admissible(manifest)
+            self._check_free_space(manifest)
         except UpdateRejectedError as exc:
             return self._reject_manifest(update_id, manifest, str(exc))
         staging = Staging.create(self._ota_dir, manifest, envelope)
@@ -191,6 +194,18 @@ class OtaReceiver:
         return [self._report("rejected", manifest, reason=f"model store refused it: {error}")]
 
     # ------------------------------------------------------------------ checks
+
+    def _check_free_space(self, manifest: UpdateManifest) -> None:
+        """Staging holds the bundle once and installing copies it once more, on a device
+        whose models and state share one SD card: refuse up front rather than fail half-way
+        (a full disk would also stall the logs and the attempt journal)."""
+        self._ota_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self._ota_dir).free
+        needed = 2 * manifest.total_bytes + FREE_SPACE_MARGIN_BYTES
+        if free < needed:
+            raise UpdateRejectedError(
+                f"not enough free space: the update needs {needed} bytes, {free} are free"
+            )
 
     def _check_admissible(self, manifest: UpdateManifest, *, rollback: bool = True) -> None:
         target = manifest.target

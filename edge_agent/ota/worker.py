@@ -98,10 +98,12 @@ class OtaWorker:
             try:
                 self._execute(self._handle(job))
             except OSError as error:
-                # Disk full, read-only filesystem...: say so and keep serving; the delivery
-                # stays unacknowledged, so the broker sends it again after a reconnect.
+                # Disk full, read-only filesystem...: say so and keep serving. The delivery
+                # is acknowledged all the same: acknowledgements go out in arrival order, so
+                # one held back would stall every later one, inference results included. A
+                # chunk lost this way is still retained on the broker and still missing here:
+                # the next (re)subscription fetches it again.
                 log.error("ota_io_failed", reason=str(error))
-                continue
             except Exception:
                 # A bug must not end OTA for the life of the process, nor loop on one message:
                 # log it with its traceback and acknowledge the delivery below.
