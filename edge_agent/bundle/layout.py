@@ -31,6 +31,11 @@ BUNDLE_FILES: Final = frozenset(
 )
 REQUIRED_FILES: Final = frozenset({MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE})
 ONNX_FILES: Final = frozenset({MODEL_FILE, FP32_MODEL_FILE})
+# manifest.json and manifest.sig are read whole, before anything else is checked: small.
+# Real manifests are a few kB (golden examples included); a signed 1 GiB one must not be
+# read into memory on every start.
+MAX_MANIFEST_BYTES: Final = 1 << 20
+MAX_SIGNATURE_BYTES: Final = 1 << 10
 _HASH_CHUNK: Final = 1 << 20
 
 

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from edge_agent.bundle.layout import (
     MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
     ONNX_FILES,
     SIGNATURE_FILE,
     BundleError,
@@ -32,9 +34,12 @@ def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest
     """The bundle's manifest, once signature (with a keyring), hashes and ONNX files pass."""
     manifest_path = bundle_dir / MANIFEST_FILE
     try:
-        raw = manifest_path.read_bytes()
+        with manifest_path.open("rb") as stream:
+            raw = stream.read(MAX_MANIFEST_BYTES + 1)
     except OSError as error:
         raise BundleError(f"{manifest_path}: cannot read: {error.strerror or error}") from error
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES} bytes")
     if keyring is not None:
         verify_signature(bundle_dir, raw, keyring)
     manifest = parse_manifest(raw, manifest_path)
@@ -50,7 +55,8 @@ def verify_signature(bundle_dir: Path, manifest_bytes: bytes, keyring: Verifier)
     """manifest.sig must be a valid signature over manifest.json's exact bytes."""
     signature_path = bundle_dir / SIGNATURE_FILE
     try:
-        signature = signature_path.read_bytes()
+        with signature_path.open("rb") as stream:
+            signature = stream.read(MAX_SIGNATURE_BYTES + 1)
     except OSError as error:
         raise BundleError(f"{signature_path}: missing; signatures are required") from error
     try:

@@ -23,6 +23,8 @@ from edge_agent.bundle.keys import Keyring, SignatureError
 from edge_agent.bundle.layout import (
     BUNDLE_FILES,
     MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
     REQUIRED_FILES,
     SIGNATURE_FILE,
 )
@@ -37,6 +39,8 @@ MIN_CHUNK_SIZE: Final = 1 << 10
 MAX_CHUNK_SIZE: Final = 1 << 20
 DEFAULT_CHUNK_SIZE: Final = 128 << 10
 MAX_FILE_BYTES: Final = 1 << 30
+# Files read whole (the bundle format's limits): refused before a byte is fetched.
+SMALL_FILE_LIMITS: Final = {MANIFEST_FILE: MAX_MANIFEST_BYTES, SIGNATURE_FILE: MAX_SIGNATURE_BYTES}
 UPDATE_ID_HEX_CHARS: Final = 16
 
 MODEL_NAME_RE: Final = NAME_PATTERN  # the bundle format's rule (docs/design.md)
@@ -293,10 +297,9 @@ def _parse_files(raw: dict[str, Any], chunk_size: int) -> dict[str, FileSpec]:
         sha256, size, chunks = entry.get("sha256"), entry.get("size"), entry.get("chunks")
         if not isinstance(sha256, str) or SHA256_RE.fullmatch(sha256) is None:
             raise UpdateRejectedError(f"{file_name}: sha256 must be 64 lowercase hex digits")
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
-            raise UpdateRejectedError(
-                f"{file_name}: size must be an integer in [0, {MAX_FILE_BYTES}]"
-            )
+        limit = SMALL_FILE_LIMITS.get(file_name, MAX_FILE_BYTES)
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= limit:
+            raise UpdateRejectedError(f"{file_name}: size must be an integer in [0, {limit}]")
         if (
             not isinstance(chunks, list)
             or len(chunks) != chunk_count(size, chunk_size)

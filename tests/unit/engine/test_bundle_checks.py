@@ -159,3 +159,10 @@ def test_max_seq_len_beyond_the_graph_is_refused_at_load(tiny_copy: Path) -> Non
     edit_manifest(tiny_copy, max_seq_len=100, golden=[])
     with pytest.raises(BundleError, match=r"model.*fails on 100 tokens"):
         load_classifier(tiny_copy, precision="int8")
+
+
+def test_a_manifest_over_the_format_limit_is_refused_unread(tiny_copy: Path) -> None:
+    manifest = tiny_copy / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes() + b" " * (1 << 20))
+    with pytest.raises(BundleError, match=r"manifest\.json: larger than 1048576 bytes"):
+        load_classifier(tiny_copy, precision="int8")

@@ -503,3 +503,32 @@ def test_hostile_unsigned_envelopes_are_refused_briefly_and_never_crash(
     assert device.last_state == "rejected"
     assert "not 16 hex digits" in device.last_reason and len(device.last_reason) < 200
     assert all(len(report.payload) < 2000 for report in device.reports)
+
+
+def test_a_signed_bundle_manifest_over_the_format_limit_is_refused_before_download(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    """manifest.json is read whole on every start: a signed one of up to 1 GiB was accepted.
+    `model push` refuses to build one; a manifest signed some other way is refused here."""
+    files = bundle_files()
+    files["manifest.json"] = files["manifest.json"] + b" " * (1 << 20)  # valid JSON, 1 MiB+
+    with pytest.raises(UpdateRejectedError, match=r"manifest\.json: size must be"):
+        push(operator, files)
+    doc = json.loads(
+        base64.b64decode(json.loads(push(operator, bundle_files()).envelope)["payload"])
+    )
+    size = (1 << 20) + 1
+    doc["files"]["manifest.json"]["size"] = size
+    doc["files"]["manifest.json"]["chunks"] = ["0" * 64] * -(-size // doc["chunk_size"])
+    payload = json.dumps(doc).encode()
+    envelope = {
+        "format": 1,
+        "key_id": operator.signer.key_id,
+        "signature": base64.b64encode(operator.signer.sign(payload)).decode(),
+        "payload": base64.b64encode(payload).decode(),
+    }
+    device = make_device()
+    device.apply(device.receiver.on_manifest(json.dumps(envelope).encode()))
+    assert device.last_state == "rejected"
+    assert device.last_reason == "manifest.json: size must be an integer in [0, 1048576]"
+    assert not any("/blob/" in topic for topic in device.asked)  # nothing was fetched
