@@ -66,13 +66,8 @@ def train(job: TrainJob, work: Path) -> Path:
         read_labelled,
         split_indices,
     )
-    from edge_agent.toolkit.train.distil import (
-        RecipeOptions,
-        label_targets,
-        run_recipe,
-        save_checkpoint,
-    )
-    from edge_agent.toolkit.train.fit import Encoded, FitOptions, fit, pick_device
+    from edge_agent.toolkit.train.distil import label_targets
+    from edge_agent.toolkit.train.fit import Encoded, FitOptions, pick_device
 
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -125,19 +120,51 @@ def train(job: TrainJob, work: Path) -> Path:
         _check_resumable(checkpoint, labels)
         print(f"resuming from {checkpoint} (no training)", flush=True)
         steps.append(f"resumed from {checkpoint}")
-        try:
-            return _finish(
-                job,
-                work,
-                checkpoint,
-                labels=labels,
-                train_rows=train_rows,
-                val_rows=val_rows,
-                validation=validation,
-                steps=steps,
-            )
-        except Exception as error:
-            raise AfterTrainingError(checkpoint, error) from error
+    else:
+        # The checkpoint is written before anything that could still fail: a late failure
+        # never costs the training.
+        steps += _train_and_save(
+            job,
+            model,
+            train=train,
+            validation=validation,
+            fit_options=fit_options,
+            tokenizer_dir=tokenizer_dir,
+            work=work,
+        )
+        print(f"trained checkpoint: {checkpoint}", flush=True)
+    try:
+        return _finish(
+            job,
+            work,
+            checkpoint,
+            labels=labels,
+            train_rows=train_rows,
+            val_rows=val_rows,
+            validation=validation,
+            steps=steps,
+        )
+    except Exception as error:
+        raise AfterTrainingError(checkpoint, error) from error
+
+
+def _train_and_save(
+    job: TrainJob,
+    model: Any,
+    *,
+    train: Any,
+    validation: Any,
+    fit_options: Any,
+    tokenizer_dir: Path,
+    work: Path,
+) -> list[str]:
+    """Fine-tune (with `base`) or teacher + grouped student; save to `<work>/checkpoint`.
+    Returns the steps' summary lines."""
+    from edge_agent.toolkit.train.distil import RecipeOptions, run_recipe, save_checkpoint
+    from edge_agent.toolkit.train.fit import fit
+
+    multi = job.multi_label
+    steps: list[str] = []
     if job.base is not None:
         result = fit(model, train, validation, fit_options, multi_label=multi)
         student = model
@@ -165,22 +192,8 @@ def train(job: TrainJob, work: Path) -> Path:
         )
         student = recipe.student
         steps.extend(f"{s.name}: validation {s.validation:.4f}" for s in recipe.steps)
-    # Written before anything that could still fail: a late failure never costs the training.
-    save_checkpoint(student.to("cpu"), checkpoint, tokenizer_dir)
-    print(f"trained checkpoint: {checkpoint}", flush=True)
-    try:
-        return _finish(
-            job,
-            work,
-            checkpoint,
-            labels=labels,
-            train_rows=train_rows,
-            val_rows=val_rows,
-            validation=validation,
-            steps=steps,
-        )
-    except Exception as error:
-        raise AfterTrainingError(checkpoint, error) from error
+    save_checkpoint(student.to("cpu"), work / "checkpoint", tokenizer_dir)
+    return steps
 
 
 def _finish(
