@@ -33,13 +33,7 @@ class Verifier(Protocol):
 def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest:
     """The bundle's manifest, once signature (with a keyring), hashes and ONNX files pass."""
     manifest_path = bundle_dir / MANIFEST_FILE
-    try:
-        with manifest_path.open("rb") as stream:
-            raw = stream.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as error:
-        raise BundleError(f"{manifest_path}: cannot read: {error.strerror or error}") from error
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES} bytes")
+    raw = _read_small(manifest_path, MAX_MANIFEST_BYTES, "cannot read it")
     if keyring is not None:
         verify_signature(bundle_dir, raw, keyring)
     manifest = parse_manifest(raw, manifest_path)
@@ -54,15 +48,23 @@ def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest
 def verify_signature(bundle_dir: Path, manifest_bytes: bytes, keyring: Verifier) -> None:
     """manifest.sig must be a valid signature over manifest.json's exact bytes."""
     signature_path = bundle_dir / SIGNATURE_FILE
-    try:
-        with signature_path.open("rb") as stream:
-            signature = stream.read(MAX_SIGNATURE_BYTES + 1)
-    except OSError as error:
-        raise BundleError(f"{signature_path}: missing; signatures are required") from error
+    signature = _read_small(signature_path, MAX_SIGNATURE_BYTES, "missing; signatures are required")
     try:
         keyring.verify(manifest_bytes, signature)
     except Exception as error:  # the verifier's own exception type is its business
         raise BundleError(f"{signature_path}: signature check failed: {error}") from error
+
+
+def _read_small(path: Path, limit: int, unreadable: str) -> bytes:
+    """A file read whole, but never more than `limit` bytes of it (the format's limits)."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError as error:
+        raise BundleError(f"{path}: {unreadable} ({error.strerror or error})") from error
+    if len(data) > limit:
+        raise BundleError(f"{path}: larger than {limit} bytes")
+    return data
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
