@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from edge_agent.bundle.layout import (
     FORMAT_VERSION,
     MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
     MODEL_FILE,
     SIGNATURE_FILE,
     TOKENIZER_FILE,
@@ -130,9 +131,12 @@ def load_manifest(bundle_dir: Path) -> Manifest:
     """Parse and validate manifest.json's schema (no file hashes checked here)."""
     path = bundle_dir / MANIFEST_FILE
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_MANIFEST_BYTES + 1)
     except OSError as error:
         raise BundleError(f"{path}: cannot read: {error.strerror or error}") from error
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
     return parse_manifest(raw, path)
 
 

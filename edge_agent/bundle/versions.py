@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.bundle.layout import CURRENT_LINK, MANIFEST_FILE, BundleError
+from edge_agent.bundle.manifest import load_manifest
 from edge_agent.bundle.manifest import version_key as strict_version_key
 
 Version = tuple[int, int, int]
@@ -78,9 +79,30 @@ def scan_model(models_dir: Path, name: str) -> ModelSnapshot:
 
 
 def highest_installed_version(models_dir: Path, name: str) -> Version | None:
-    """The rollback floor for OTA: the highest version folder holding a manifest."""
-    versions = scan_model(models_dir, name).versions
-    return version_key(versions[0].version) if versions else None
+    """The rollback floor for OTA: the highest version that is plausibly a bundle (its
+    manifest parses, names this model and version, and every file it lists is there with
+    its size). A stray `99.0.0/manifest.json` alone must not freeze every later update."""
+    for ref in scan_model(models_dir, name).versions:
+        if _plausible(ref):
+            return version_key(ref.version)
+    return None
+
+
+def _plausible(ref: BundleRef) -> bool:
+    """Cheap checks only (no hashing): loading does the rest."""
+    try:
+        manifest = load_manifest(ref.path)
+    except BundleError:
+        return False
+    if (manifest.name, manifest.version) != (ref.name, ref.version):
+        return False
+    for file_name, entry in manifest.files.items():
+        try:
+            if (ref.path / file_name).stat().st_size != entry.size:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def choose_bundle(

@@ -532,3 +532,22 @@ def test_a_signed_bundle_manifest_over_the_format_limit_is_refused_before_downlo
     assert device.last_state == "rejected"
     assert device.last_reason == "manifest.json: size must be an integer in [0, 1048576]"
     assert not any("/blob/" in topic for topic in device.asked)  # nothing was fetched
+
+
+def test_a_stray_high_version_folder_does_not_freeze_updates(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    """Before: any `<model>/99.0.0/manifest.json` became the rollback floor, so every real
+    update was refused as a downgrade until someone removed it by hand."""
+    device = make_device()
+    stray = device.models_dir / "sentiment" / "99.0.0"
+    stray.mkdir(parents=True)
+    (stray / "manifest.json").write_bytes(bundle_files(version="99.0.0")["manifest.json"])
+    deliver(device, retained(push(operator, bundle_files(version="1.1.0"))))
+    assert device.last_state == "installed", device.last_reason
+    # A real bundle still sets the floor: nothing older than it goes in unsigned-as-downgrade.
+    write_bundle(device.models_dir, bundle_files(version="2.0.0"))
+    deliver(device, retained(push(operator, bundle_files(version="1.5.0"))))
+    assert device.last_reason.startswith(
+        "rollback: version 1.5.0 is not newer than installed 2.0.0"
+    )
