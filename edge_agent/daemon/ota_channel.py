@@ -9,22 +9,45 @@ the worker installed come back through `swap_result`, which the worker reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from edge_agent.ota.worker import OtaWorker
 from edge_agent.pipeline.acks import AckLedger, DeliveryRef
 from edge_agent.pipeline.inbound import Inbound
+from edge_agent.telemetry.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class OtaChannel:
-    def __init__(self, prefix: str, worker: OtaWorker, ledger: AckLedger) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        worker: OtaWorker,
+        ledger: AckLedger,
+        *,
+        qos0_bound: int,
+        on_shed: Callable[[], int],
+    ) -> None:
         self._prefix = prefix.rstrip("/") + "/"
         self._worker = worker
         self._ledger = ledger
+        self._qos0_bound = qos0_bound
+        self._on_shed = on_shed
 
     def takes(self, topic: str) -> bool:
         return topic.startswith(self._prefix)
 
     def deliver(self, inbound: Inbound) -> None:
         """Network thread; never blocks (the worker has its own queue)."""
+        if inbound.qos == 0 and self._worker.backlog() >= self._qos0_bound:
+            # Receive Maximum bounds QoS 1 deliveries only: a QoS 0 flood on the OTA topics
+            # would grow the worker's queue without limit. Updates and chunks are retained
+            # and re-fetched, so a shed one costs a retry, not an update.
+            shed = self._on_shed()
+            if shed & (shed - 1) == 0:
+                log.warning("qos0_shed", topic=inbound.topic[:200], times=shed)
+            return
         ack = None
         if inbound.qos > 0:
             ref = DeliveryRef(inbound.generation, inbound.mid)

@@ -90,7 +90,9 @@ def build_service(config: Config) -> Service:
     events = ModelEvents(link, stats, status_topic=status_topic, versions=store.versions)
     ota = None
     if config.ota.enabled:
-        ota = _ota_channel(config, keyring, store=store, link=link, ledger=ledger, events=events)
+        ota = _ota_channel(
+            config, keyring, store=store, link=link, ledger=ledger, events=events, stats=stats
+        )
     metrics = _metrics_server(config, stats)
     service = Service(
         config,
@@ -241,6 +243,7 @@ def _ota_channel(
     link: MqttLink,
     ledger: AckLedger,
     events: ModelEvents,
+    stats: Stats,
 ) -> OtaChannel:
     prefix = config.ota.prefix.rstrip("/")
     receiver = OtaReceiver(
@@ -260,7 +263,13 @@ def _ota_channel(
         on_installed=lambda installed: store.poke(),  # look now, not at the next poll
         on_report=events.ota_report,
     )
-    return OtaChannel(prefix, worker, ledger)
+    return OtaChannel(
+        prefix,
+        worker,
+        ledger,
+        qos0_bound=config.broker.receive_maximum,
+        on_shed=stats.qos0_shed,
+    )
 
 
 def _metrics_server(config: Config, stats: Stats) -> MetricsServer | None:

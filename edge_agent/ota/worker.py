@@ -86,6 +86,10 @@ class OtaWorker:
         connection that delivered it (a message id means nothing on the next connection)."""
         self._jobs.put(_Delivery(topic, payload, ack))
 
+    def backlog(self) -> int:
+        """Jobs waiting (approximate: another thread may be adding or taking one)."""
+        return self._jobs.qsize()
+
     def swap_result(self, name: str, version: str, error: str | None) -> None:
         self._jobs.put(_SwapResult(name, version, error))
 

@@ -280,3 +280,34 @@ def test_hostile_updates_are_refused_with_nothing_written_outside_staging(ota: O
     assert sorted(p.name for p in (agent.models_dir / "tiny").iterdir()) == ["1.0.0"]
     assert not (ota.tmp_path / "escape").exists()
     assert _label(client, agent, "untouched")["model"]["version"] == "1.0.0"
+
+
+def test_a_qos0_flood_on_the_ota_topics_is_shed_and_ota_still_works(ota: OtaCase) -> None:
+    """Before: QoS 0 deliveries on the OTA topics bypassed Receive Maximum and queued in the
+    OTA worker without limit. Now what finds the worker's queue full is dropped and counted,
+    and a real update pushed after the flood still installs."""
+    agent, client = ota.agent, ota.client
+    client.subscribe(agent.status_topic.replace("/status", "/stats"))
+    junk = b"".join(b'{"format": 1, "key_id": "x"}\n' for _ in range(20_000))
+    subprocess.run(
+        [
+            *("mosquitto_pub", "-h", ota.broker.host, "-p", str(ota.broker.port)),
+            *("-q", "0", "-t", f"{PREFIX}/device/{agent.client_id}/update", "-l"),
+        ],
+        input=junk,
+        check=True,
+        timeout=60,
+    )
+    assert _label(client, agent, "after the flood")["model"]["version"] == "1.0.0"
+    deadline = time.monotonic() + 20
+    shed = 0
+    while time.monotonic() < deadline and not shed:
+        stats = [m.json() for m in client.messages(agent.status_topic.replace("/status", "/stats"))]
+        shed = max((s.get("shed_qos0", 0) for s in stats), default=0)
+        time.sleep(0.2)
+    assert shed > 0
+    assert agent.process.process is not None and agent.process.process.poll() is None
+    v2 = install(ota.bundles.v2, ota.tmp_path / "workstation")
+    _push_cli(ota.broker, v2, ota.operator.private_key, agent.client_id)
+    report = _wait_report(client, agent, lambda r: r.get("state") == "swapped", timeout_s=60)
+    assert report["version"] == "2.0.0"
