@@ -191,8 +191,14 @@ class MqttLink:
                 properties = new_properties(PacketTypes.SUBSCRIBE)
                 properties.SubscriptionIdentifier = subscription.identifier
                 # No Local stops a route from hearing its own results; MQTT 5 forbids it on
-                # shared subscriptions.
-                options = SubscribeOptions(qos=1, noLocal=not subscription.shared)
+                # shared subscriptions. Retained messages only with a new subscription: the
+                # re-subscription on every reconnect would replay them (a retained poison or
+                # oversized message on every reconnect, and duplicates of every other).
+                options = SubscribeOptions(
+                    qos=1,
+                    noLocal=not subscription.shared,
+                    retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB,
+                )
                 client.subscribe(subscription.topic_filter, options=options, properties=properties)
             else:
                 client.subscribe(subscription.topic_filter, qos=1)

@@ -141,3 +141,55 @@ def test_a_qos0_flood_is_shed_at_the_queue_bound_and_counted(
     assert len(client.messages("flood/in/spam/label")) + done["shed_qos0"] == 3000
     assert agent.process is not None and agent.process.poll() is None
     assert any(line["event"] == "qos0_shed" for line in agent.log_lines())
+
+
+def test_a_retained_input_is_labelled_once_not_again_on_every_reconnect(
+    broker: Broker, client: TestClient, make_agent: AgentMaker
+) -> None:
+    """The agent re-subscribes on every reconnect; with MQTT 5's default retain handling the
+    broker then replayed every retained input (a retained poison or oversized message came
+    back each time). Now retained messages come only with a new subscription."""
+    client.subscribe("keep/in/+/label", "edge-agent/keep/status")
+    retain = subprocess.run(
+        [
+            *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-r"),
+            *("-t", "keep/in/retained", "-m", "the window is open"),
+        ],
+        check=True,
+        timeout=10,
+    )
+    assert retain.returncode == 0
+    agent = make_agent(broker.port, client_id="keep")
+    agent.wait_online(client, "edge-agent/keep/status")
+    client.wait_for(1, topic_prefix="keep/in/retained/label", timeout_s=30)  # first: labelled
+
+    def onlines() -> int:
+        return sum(b"online" in m.payload for m in client.messages("edge-agent/keep/status"))
+
+    seen_online = onlines()
+    broker.restart()  # the agent reconnects, its session kept, and subscribes again
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        connects = [line for line in agent.log_lines() if line["event"] == "broker_connected"]
+        if len(connects) >= 2:
+            break
+        time.sleep(0.2)
+    assert len(connects) >= 2, "the agent did not reconnect"
+    # this test's client is back too once it has the retained online status again
+    while onlines() <= seen_online and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subprocess.run(  # a fresh client: this test's own may still be reconnecting
+        [
+            *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1"),
+            *("-t", "keep/in/b", "-m", "still serving"),
+        ],
+        check=True,
+        timeout=10,
+    )
+    client.wait_for(1, topic_prefix="keep/in/b/label", timeout_s=30)
+    # What the agent labelled after it reconnected, from its own log (this test's client
+    # reconnects later and would miss a replay's label): keep/in/b alone.
+    lines = agent.log_lines()
+    second = [i for i, line in enumerate(lines) if line["event"] == "broker_connected"][1]
+    after = [line for line in lines[second:] if line["event"] == "batch_done"]
+    assert sum(int(str(line["labelled"])) for line in after) == 1, after
