@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.config.settings import BrokerConfig
-from edge_agent.mqtt.paho_glue import PahoLogBridge, new_properties, send_packets_at_once
+from edge_agent.mqtt.paho_glue import (
+    PahoLogBridge,
+    backoff_delay,
+    new_properties,
+    send_packets_at_once,
+)
 from edge_agent.pipeline.inbound import Inbound
 from edge_agent.telemetry.logs import get_logger
 
@@ -309,12 +313,8 @@ class MqttLink:
     def _set_next_delay(self) -> float:
         """Full-jitter exponential backoff, applied through paho's reconnect loop: the
         delay paho waits next is exactly this one (min = max)."""
-        cap = min(
-            self._broker.reconnect_max_s,
-            self._broker.reconnect_min_s * 2 ** min(self._failures, 30),
-        )
-        delay = self._broker.reconnect_min_s + random.uniform(
-            0, max(0.0, cap - self._broker.reconnect_min_s)
+        delay = backoff_delay(
+            self._failures, self._broker.reconnect_min_s, self._broker.reconnect_max_s
         )
         self._failures += 1
         # paho annotates the delays as int but computes with them as numbers; fractions of

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -48,3 +49,9 @@ class PahoLogBridge(logging.Handler):
             log.warning("paho_log", message=record.getMessage())
         elif record.levelno >= logging.INFO:
             log.info("paho_log", message=record.getMessage())
+
+
+def backoff_delay(failures: int, min_s: float, max_s: float) -> float:
+    """Full-jitter exponential backoff: uniform in [min_s, min(max_s, min_s * 2**failures)]."""
+    cap = min(max_s, min_s * 2 ** min(failures, 30))
+    return min_s + random.uniform(0, max(0.0, cap - min_s))
