@@ -44,6 +44,19 @@ class BundleError(Exception):
     person reading it is usually looking at a device log with no other context."""
 
 
+def read_small(path: Path, limit: int, unreadable: str) -> bytes:
+    """A file read whole, but never more than `limit` bytes of it (the format's limits on
+    manifest.json and manifest.sig): BundleError naming the file otherwise."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError as error:
+        raise BundleError(f"{path}: {unreadable}: {error.strerror or error}") from error
+    if len(data) > limit:
+        raise BundleError(f"{path}: larger than {limit} bytes")
+    return data
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:

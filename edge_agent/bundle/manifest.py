@@ -21,6 +21,7 @@ from edge_agent.bundle.layout import (
     SIGNATURE_FILE,
     TOKENIZER_FILE,
     BundleError,
+    read_small,
 )
 
 TASKS: Final = ("single-label", "multi-label")
@@ -129,15 +130,12 @@ def version_key(version: str) -> tuple[int, int, int]:
 
 def load_manifest(bundle_dir: Path) -> Manifest:
     """Parse and validate manifest.json's schema (no file hashes checked here)."""
-    path = bundle_dir / MANIFEST_FILE
-    try:
-        with path.open("rb") as stream:
-            raw = stream.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as error:
-        raise BundleError(f"{path}: cannot read: {error.strerror or error}") from error
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
-    return parse_manifest(raw, path)
+    return parse_manifest(read_manifest_bytes(bundle_dir), bundle_dir / MANIFEST_FILE)
+
+
+def read_manifest_bytes(bundle_dir: Path) -> bytes:
+    """manifest.json's bytes, at most MAX_MANIFEST_BYTES of them (BundleError otherwise)."""
+    return read_small(bundle_dir / MANIFEST_FILE, MAX_MANIFEST_BYTES, "cannot read")
 
 
 def parse_manifest(raw: bytes, path: Path | str = MANIFEST_FILE) -> Manifest:

@@ -13,14 +13,14 @@ from typing import Protocol
 
 from edge_agent.bundle.layout import (
     MANIFEST_FILE,
-    MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
     ONNX_FILES,
     SIGNATURE_FILE,
     BundleError,
+    read_small,
     sha256_file,
 )
-from edge_agent.bundle.manifest import Manifest, parse_manifest
+from edge_agent.bundle.manifest import Manifest, parse_manifest, read_manifest_bytes
 from edge_agent.bundle.onnx_scan import external_data_problem_in_file
 
 
@@ -33,7 +33,7 @@ class Verifier(Protocol):
 def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest:
     """The bundle's manifest, once signature (with a keyring), hashes and ONNX files pass."""
     manifest_path = bundle_dir / MANIFEST_FILE
-    raw = _read_small(manifest_path, MAX_MANIFEST_BYTES, "cannot read it")
+    raw = read_manifest_bytes(bundle_dir)
     if keyring is not None:
         verify_signature(bundle_dir, raw, keyring)
     manifest = parse_manifest(raw, manifest_path)
@@ -48,27 +48,15 @@ def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest
 def verify_signature(bundle_dir: Path, manifest_bytes: bytes, keyring: Verifier) -> None:
     """manifest.sig must be a valid signature over manifest.json's exact bytes."""
     signature_path = bundle_dir / SIGNATURE_FILE
-    signature = _read_small(signature_path, MAX_SIGNATURE_BYTES, "missing; signatures are required")
+    signature = read_small(signature_path, MAX_SIGNATURE_BYTES, "missing; signatures are required")
     try:
         keyring.verify(manifest_bytes, signature)
     except Exception as error:  # the verifier's own exception type is its business
         raise BundleError(f"{signature_path}: signature check failed: {error}") from error
 
 
-def _read_small(path: Path, limit: int, unreadable: str) -> bytes:
-    """A file read whole, but never more than `limit` bytes of it (the format's limits)."""
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(limit + 1)
-    except OSError as error:
-        raise BundleError(f"{path}: {unreadable} ({error.strerror or error})") from error
-    if len(data) > limit:
-        raise BundleError(f"{path}: larger than {limit} bytes")
-    return data
-
-
-def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
-    """Every listed file exists with its size and sha256, and nothing else is there."""
+def check_sizes(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every listed file exists with its size: the cheap half of verify_files."""
     for name, entry in manifest.files.items():
         path = bundle_dir / name
         try:
@@ -77,6 +65,13 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
             raise BundleError(f"{path}: listed in the manifest but missing") from error
         if size != entry.size:
             raise BundleError(f"{path}: size {size} differs from the manifest's {entry.size}")
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every listed file exists with its size and sha256, and nothing else is there."""
+    check_sizes(bundle_dir, manifest)
+    for name, entry in manifest.files.items():
+        path = bundle_dir / name
         if sha256_file(path) != entry.sha256:
             raise BundleError(f"{path}: sha256 differs from the manifest (corrupt or altered)")
     allowed = {*manifest.files, MANIFEST_FILE, SIGNATURE_FILE}

@@ -20,6 +20,7 @@ from pathlib import Path
 from edge_agent.bundle.layout import CURRENT_LINK, MANIFEST_FILE, BundleError
 from edge_agent.bundle.manifest import load_manifest
 from edge_agent.bundle.manifest import version_key as strict_version_key
+from edge_agent.bundle.verify import check_sizes
 
 Version = tuple[int, int, int]
 # (folder inode, manifest inode, manifest mtime_ns, manifest size): a rename into place or an
@@ -96,12 +97,10 @@ def _plausible(ref: BundleRef) -> bool:
         return False
     if (manifest.name, manifest.version) != (ref.name, ref.version):
         return False
-    for file_name, entry in manifest.files.items():
-        try:
-            if (ref.path / file_name).stat().st_size != entry.size:
-                return False
-        except OSError:
-            return False
+    try:
+        check_sizes(ref.path, manifest)
+    except BundleError:
+        return False
     return True
 
 
