@@ -155,7 +155,7 @@ class ModelStore:
                         ref, refusals, precision=precision, threads=threads, keyring=keyring
                     )
                 except Exception as error:  # onnxruntime raises its own types too: never fatal
-                    why = str(error) if isinstance(error, BundleError) else repr(error)
+                    why = refusal_reason(error)
                     watcher.mark_failed(ref, why)
                     reasons[ref.name] = why
                     failed.append((ref, why))
@@ -294,20 +294,22 @@ class ModelStore:
                 threads=self._threads,
                 keyring=self._keyring,
             )
-        except BundleError as error:
-            self._watcher.mark_failed(ref, str(error))
-            serving = self.versions().get(ref.name)
-            on_rejected(BundleRefused(ref.name, ref.version, ref.path, str(error), serving))
-            return
         except Exception as error:  # e.g. onnxruntime refusing a graph; never end the loader
-            self._watcher.mark_failed(ref, repr(error))
+            why = refusal_reason(error)
+            self._watcher.mark_failed(ref, why)
             serving = self.versions().get(ref.name)
-            on_rejected(BundleRefused(ref.name, ref.version, ref.path, repr(error), serving))
+            on_rejected(BundleRefused(ref.name, ref.version, ref.path, why, serving))
             return
         ready_at = time.monotonic()
         self._watcher.mark_loaded(ref)
         with self._lock:
             self._ready[ref.name] = _Ready(ref, classifier, ready_at - started, ready_at)
+
+
+def refusal_reason(error: Exception) -> str:
+    """A BundleError already names the file and the problem; anything else (onnxruntime's
+    own errors) is shown with its type."""
+    return str(error) if isinstance(error, BundleError) else repr(error)
 
 
 def _load_recorded(
@@ -325,11 +327,8 @@ def _load_recorded(
     refusals.loading(ref)
     try:
         classifier = load_bundle(ref, precision=precision, threads=threads, keyring=keyring)
-    except BundleError as error:
-        refusals.refuse(ref, str(error))
-        raise
     except Exception as error:
-        refusals.refuse(ref, repr(error))
+        refusals.refuse(ref, refusal_reason(error))
         raise
     refusals.loaded(ref)
     return classifier
