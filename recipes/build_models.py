@@ -146,7 +146,6 @@ def _bundle(
     args: argparse.Namespace, task: Task, data: TaskData, work: Path, started: float
 ) -> int:
     """Export the saved student, measure fp32 and INT8 graphs on the same rows, pack INT8."""
-
     from edge_agent.toolkit.train.bundle import (
         QUANTIZE_CALIBRATION_ROWS,
         bundle_size,
