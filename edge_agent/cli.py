@@ -37,6 +37,7 @@ COMMANDS: Final[tuple[tuple[tuple[str, ...], str, str], ...]] = (
     (("model", "push"), "edge_agent.commands.model_push", "push a bundle over MQTT"),
     (("model", "status"), "edge_agent.commands.model_status", "read devices' update reports"),
     (("model", "unpush"), "edge_agent.commands.model_unpush", "clear a retained update"),
+    (("labels", "check"), "edge_agent.commands.labels_check", "how separable example labels are"),
 )
 
 

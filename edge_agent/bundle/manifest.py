@@ -24,14 +24,14 @@ from edge_agent.bundle.layout import (
     read_small,
 )
 
-TASKS: Final = ("single-label", "multi-label")
+TASKS: Final = ("single-label", "multi-label", "embedding")
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VERSION_PATTERN: Final = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 CARD_FIELDS: Final = ("intended_use", "training_data", "limitations", "created")
 # How the out-of-scope rule measures confidence (edge_agent/engine/out_of_scope.py).
 SCORE_KINDS: Final = ("probability", "energy")
 
-Task = Literal["single-label", "multi-label"]
+Task = Literal["single-label", "multi-label", "embedding"]
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,15 @@ class GoldenExample:
     """A text whose prediction the engine must reproduce on load.
 
     `score` is for `model.onnx`; `score_fp32` (optional) for `model.fp32.onnx`, because
-    INT8 and fp32 scores differ by more than the 1e-3 tolerance on some inputs.
+    INT8 and fp32 scores differ by more than the 1e-3 tolerance on some inputs. An
+    embedding bundle's examples carry the `embedding` instead (label "" and score 0).
     """
 
     text: str
     label: str
     score: float
     score_fp32: float | None = None
+    embedding: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class Manifest:
 
 
 def _golden_json(example: GoldenExample) -> dict[str, Any]:
+    if example.embedding is not None:
+        return {"text": example.text, "embedding": list(example.embedding)}
     data: dict[str, Any] = {"text": example.text, "label": example.label, "score": example.score}
     if example.score_fp32 is not None:
         data["score_fp32"] = example.score_fp32
@@ -177,7 +181,10 @@ def _manifest_from_json(data: Any) -> Manifest:
     if task not in TASKS:
         raise ValueError(f"task {task!r} must be one of {', '.join(TASKS)}")
     labels = _require(data, "labels", list)
-    if not labels or not all(isinstance(label, str) and label for label in labels):
+    if task == "embedding":
+        if labels:
+            raise ValueError("an embedding bundle has no labels (labels must be [])")
+    elif not labels or not all(isinstance(label, str) and label for label in labels):
         raise ValueError("labels must be a non-empty list of non-empty strings")
     if len(set(labels)) != len(labels):
         raise ValueError("labels must be unique")
@@ -187,7 +194,7 @@ def _manifest_from_json(data: Any) -> Manifest:
     files = _parse_files(_require(data, "files", dict))
     thresholds = _parse_thresholds(data.get("thresholds", {}), labels, task)
     reject = _parse_reject(data.get("reject"), task)
-    golden = tuple(_parse_golden(item) for item in data.get("golden", []))
+    golden = tuple(_parse_golden(item, task) for item in data.get("golden", []))
     metrics = data.get("metrics", {})
     if not isinstance(metrics, dict) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
@@ -267,9 +274,22 @@ def _parse_reject(raw: Any, task: str) -> OutOfScopeRule | None:
     return OutOfScopeRule(label=label, threshold=float(threshold), score=score)
 
 
-def _parse_golden(raw: Any) -> GoldenExample:
+def _parse_golden(raw: Any, task: str) -> GoldenExample:
     if not isinstance(raw, dict):
         raise ValueError("golden examples must be objects")
+    if task == "embedding":
+        vector = _require(raw, "embedding", list)
+        if not vector or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in vector
+        ):
+            raise ValueError("golden embedding must be a non-empty list of finite numbers")
+        return GoldenExample(
+            text=_require(raw, "text", str),
+            label="",
+            score=0.0,
+            embedding=tuple(float(v) for v in vector),
+        )
     score_fp32 = raw.get("score_fp32")
     if score_fp32 is not None and not isinstance(score_fp32, int | float):
         raise ValueError("golden score_fp32 must be a number")

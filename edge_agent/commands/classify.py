@@ -23,12 +23,17 @@ CHUNK: Final = 16  # texts per classify call when reading a stream
 
 def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", default="sentiment", help="model name in --models-dir")
+    source.add_argument(
+        "--model", help="model name in --models-dir (sentiment; encoder with --examples)"
+    )
     source.add_argument("--bundle", type=Path, help="a bundle folder (overrides --model)")
     parser.add_argument("--models-dir", type=Path, default=Path("models"), help="bundles folder")
     parser.add_argument("--top-k", type=int, default=3, help="scores to list per result")
     parser.add_argument("--max-text-bytes", type=int, default=4096, help="cut longer texts")
     parser.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto")
+    parser.add_argument(
+        "--examples", type=Path, help="label with an examples file through an embedding model"
+    )
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts; stdin when none")
 
 
@@ -36,15 +41,27 @@ def main(args: argparse.Namespace) -> int:
     # onnxruntime loads only when a model is really used, not for --help.
     from edge_agent.bundle.layout import BundleError
     from edge_agent.bundle.versions import resolve_bundle
-    from edge_agent.engine.classifier import load_classifier
+    from edge_agent.engine.classifier import Classifier, load_classifier
+    from edge_agent.engine.encoder import load_encoder
+    from edge_agent.labels.examples import LabelsError
+    from edge_agent.labels.labeller import ExampleLabeller, build_labeller
 
     # stdout carries only results; the engine's log lines go to stderr.
     logging_setup.configure("auto", "warning", stream=sys.stderr)
+    model = args.model or ("encoder" if args.examples else "sentiment")
+    classifier: Classifier | ExampleLabeller
     try:
-        bundle = args.bundle or resolve_bundle(args.models_dir, args.model)
-        classifier = load_classifier(bundle, precision=args.precision)
+        bundle = args.bundle or resolve_bundle(args.models_dir, model)
+        if args.examples:
+            encoder = load_encoder(bundle, precision=args.precision)
+            classifier = build_labeller(str(args.examples), encoder, args.examples)
+        else:
+            classifier = load_classifier(bundle, precision=args.precision)
     except BundleError as error:
         print(f"edge-agent: model error: {error}", file=sys.stderr)
+        return STARTUP_FAILURE
+    except LabelsError as error:
+        print(f"edge-agent: examples error: {error}", file=sys.stderr)
         return STARTUP_FAILURE
     spec = messages.InputSpec(mode="text", max_text_bytes=args.max_text_bytes)
     texts: Iterator[str] = iter(args.texts) if args.texts else _stdin_lines()

@@ -87,6 +87,10 @@ class BrokerConfig:
 class RouteConfig:
     subscribe: str
     model: str
+    # An examples file (YAML or CSV, edge_agent/labels/examples.py): labels defined by a few
+    # texts each, answered through `model`, which is then an embedding bundle. Relative to
+    # the config file; edited in place, it is reloaded like a model.
+    examples: str | None = None
     publish: str = "{topic}/label"
     group: str | None = None
     input: Literal["auto", "text", "json"] = "auto"
@@ -310,6 +314,8 @@ def _check_semantics(config: Config) -> None:
                 f"filter {route.subscribe!r} and be classified again"
             )
         check_route_output(route, where)
+        if route.examples is not None and not route.examples.strip():
+            raise ConfigError(f"{where}.examples: expected a file path, got {route.examples!r}")
     for index, pattern in enumerate(config.results.response_topics):
         problem = routing.filter_problem(config.topic(pattern))
         if problem or pattern.startswith("$"):
@@ -351,7 +357,13 @@ def _resolve(config: Config, base_dir: Path, env: Mapping[str, str]) -> Config:
         trusted_keys=tuple(absolute(key) for key in config.models.trusted_keys),
     )
     state_dir = absolute(config.state_dir) if config.state_dir is not None else None
-    return dataclasses.replace(config, broker=broker, models=models, state_dir=state_dir)
+    routes = tuple(
+        dataclasses.replace(route, examples=absolute(route.examples)) if route.examples else route
+        for route in config.routes
+    )
+    return dataclasses.replace(
+        config, broker=broker, models=models, state_dir=state_dir, routes=routes
+    )
 
 
 def _read_password(broker: BrokerConfig, env: Mapping[str, str]) -> str | None:

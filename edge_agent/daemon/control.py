@@ -180,6 +180,7 @@ class ControlChannel:
                     "subscribe": route.subscribe,
                     "group": route.group,
                     "model": route.model,
+                    "examples": route.examples,
                     "publish": route.publish,
                     "payload": route.payload,
                     "retain": route.retain,

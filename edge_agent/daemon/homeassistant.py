@@ -168,7 +168,7 @@ class HomeAssistantChannel:
             self._save(current)
 
     def _entity(self, item: _Tracked) -> Entity:
-        manifest = self._store.get(item.route.model).manifest
+        manifest = self._store.get(item.route.served_by).manifest
         labels = tuple(manifest.labels)
         if manifest.reject is not None and manifest.reject.label not in labels:
             labels = (*labels, manifest.reject.label)

@@ -25,6 +25,9 @@ from edge_agent.daemon.model_events import ModelEvents
 from edge_agent.daemon.ota_channel import OtaChannel
 from edge_agent.daemon.service import Service
 from edge_agent.daemon.side_channels import SideChannel
+from edge_agent.engine.encoder import Encoder
+from edge_agent.labels.examples import LabelsError
+from edge_agent.models.label_sets import LabelSets, LabelSetSource
 from edge_agent.models.refusals import RefusalLog
 from edge_agent.models.store import ModelStore
 from edge_agent.mqtt.link import MqttLink, Subscription
@@ -162,6 +165,7 @@ def routes_from_config(config: Config) -> tuple[routing.Route, ...]:
                 max_text_bytes=config.limits.max_text_bytes,
             ),
             qos=route.qos,
+            examples=route.examples,
             output=OutputPolicy(
                 retain=route.retain,
                 on_change=route.on_change,
@@ -213,17 +217,33 @@ def _load_models(config: Config, keyring: Keyring | None) -> ModelStore:
         raise StartupError(
             f"state directory {config.state_path}: {error.strerror or error}"
         ) from error
+    routes = routes_from_config(config)
+    label_sets = LabelSets(
+        LabelSetSource(route.served_by, route.model, Path(route.examples))
+        for route in routes
+        if route.examples is not None
+    )
     try:
-        return ModelStore.load(
+        store = ModelStore.load(
             config.models_dir,
             [route.model for route in config.routes],
             precision=config.models.precision,
             threads=config.models.threads,
             keyring=keyring,
             refusals=refusals,
+            label_sets=label_sets,
         )
     except BundleError as error:
         raise StartupError(f"model error: {error}") from error
+    except LabelsError as error:
+        raise StartupError(f"examples error: {error}") from error
+    for index, route in enumerate(routes):
+        if route.examples is None and isinstance(store.get(route.model), Encoder):
+            raise StartupError(
+                f"config error: routes[{index}]: {route.model!r} is an embedding model; "
+                "give the route an `examples` file to define its labels"
+            )
+    return store
 
 
 def _attempt_log(config: Config) -> AttemptLog:

@@ -8,40 +8,27 @@ without ever serving from a half-checked model.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, TOKENIZER_FILE, BundleError
+from edge_agent.bundle.layout import FP32_MODEL_FILE, TOKENIZER_FILE, BundleError
 from edge_agent.bundle.manifest import Manifest
 from edge_agent.bundle.verify import Verifier, verify_bundle
 from edge_agent.engine.out_of_scope import out_of_scope_rows
 from edge_agent.engine.prediction import ClassifyTiming, LabelScore, Prediction
-from edge_agent.engine.session import OUTPUT_NAME, load_tokenizer, open_session
-from edge_agent.telemetry.logs import get_logger
+from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, choose_precision
+from edge_agent.engine.session import OUTPUT_NAME, load_tokenizer
 
-Precision = Literal["auto", "int8", "fp32"]
 GOLDEN_SCORE_TOLERANCE: Final = 1e-3
-# Texts per session run: bounds memory (activations grow with batch x length) while
-# keeping the per-run overhead amortised.
-MAX_RUN_BATCH: Final = 32
-_TIMING_ROUNDS: Final = 5
-
-log = get_logger(__name__)
-FloatArray = npt.NDArray[np.float32]
 
 
-class Classifier:
-    """Tokenizer + onnxruntime session + post-processing for one bundle.
-
-    One Classifier is used by one worker thread at a time.
-    """
+class Classifier(BundleRunner):
+    """A bundle's graph with its post-processing: logits -> probabilities -> labels."""
 
     def __init__(
         self,
@@ -51,44 +38,18 @@ class Classifier:
         precision: str,
         bundle_dir: Path,
     ) -> None:
-        self.manifest = manifest
-        self.tokenizer = tokenizer
-        self.session = session
-        self.precision = precision
-        self.bundle_dir = bundle_dir
+        super().__init__(manifest, tokenizer, session, precision, bundle_dir)
         self._labels = manifest.labels
         self._identity = (manifest.name, manifest.version)
         self._thresholds = np.array(
             [manifest.threshold(label) for label in manifest.labels], dtype=np.float32
         )
 
-    def encode(self, texts: Sequence[str]) -> tuple[dict[str, npt.NDArray[np.int64]], list[bool]]:
-        """Token ids and mask, padded to the longest text; which texts were truncated."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        truncated = [bool(e.overflowing) for e in encodings]
-        return {"input_ids": ids, "attention_mask": mask}, truncated
-
     def logits(
         self, texts: Sequence[str], timing: ClassifyTiming | None = None
     ) -> tuple[FloatArray, list[bool]]:
         """Raw logits [len(texts), len(labels)] and truncation flags."""
-        all_logits: list[FloatArray] = []
-        all_truncated: list[bool] = []
-        for start in range(0, len(texts), MAX_RUN_BATCH):
-            began = time.perf_counter()
-            feeds, truncated = self.encode(texts[start : start + MAX_RUN_BATCH])
-            tokenized = time.perf_counter()
-            (out,) = self.session.run([OUTPUT_NAME], feeds)
-            if timing is not None:
-                timing.tokenize_s += tokenized - began
-                timing.infer_s += time.perf_counter() - tokenized
-            all_logits.append(np.asarray(out, dtype=np.float32))
-            all_truncated.extend(truncated)
-        if not all_logits:
-            return np.zeros((0, len(self._labels)), dtype=np.float32), []
-        return np.concatenate(all_logits), all_truncated
+        return self.run(texts, len(self._labels), timing)
 
     def scores(self, logits: FloatArray) -> FloatArray:
         """Probabilities: softmax (single-label) or independent sigmoids (multi-label)."""
@@ -165,60 +126,6 @@ def check_golden(classifier: Classifier, model_file: str) -> None:
             )
 
 
-def _timing_feeds(tokenizer: Tokenizer, seq_len: int) -> dict[str, npt.NDArray[np.int64]]:
-    """One text of about `seq_len` real tokens: what the daemon mostly runs."""
-    encoding = tokenizer.encode(" ".join(["warm up"] * seq_len))
-    ids = encoding.ids[:seq_len]
-    return {
-        "input_ids": np.array([ids], dtype=np.int64),
-        "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-    }
-
-
-def _time_session(session: ort.InferenceSession, feeds: dict[str, npt.NDArray[np.int64]]) -> float:
-    """Median seconds for one run of `feeds`."""
-    session.run([OUTPUT_NAME], feeds)  # first run allocates; not representative
-    times = []
-    for _ in range(_TIMING_ROUNDS):
-        start = time.perf_counter()
-        session.run([OUTPUT_NAME], feeds)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _choose_precision(
-    bundle_dir: Path,
-    manifest: Manifest,
-    tokenizer: Tokenizer,
-    precision: Precision,
-    threads: int | None,
-) -> tuple[str, str, ort.InferenceSession]:
-    """(precision, file, session): auto times both graphs when the bundle has both."""
-    has_fp32 = FP32_MODEL_FILE in manifest.files
-    if precision == "fp32":
-        if not has_fp32:
-            raise BundleError(f"{bundle_dir / FP32_MODEL_FILE}: fp32 requested but not in bundle")
-        return "fp32", FP32_MODEL_FILE, open_session(bundle_dir / FP32_MODEL_FILE, threads)
-    int8 = open_session(bundle_dir / MODEL_FILE, threads)
-    if precision == "int8" or not has_fp32:
-        return "int8", MODEL_FILE, int8
-    fp32 = open_session(bundle_dir / FP32_MODEL_FILE, threads)
-    feeds = _timing_feeds(tokenizer, min(32, manifest.max_seq_len))
-    int8_s, fp32_s = _time_session(int8, feeds), _time_session(fp32, feeds)
-    chosen = "int8" if int8_s <= fp32_s else "fp32"
-    log.info(
-        "precision_chosen",
-        model=manifest.name,
-        version=manifest.version,
-        precision=chosen,
-        int8_ms=round(int8_s * 1e3, 3),
-        fp32_ms=round(fp32_s * 1e3, 3),
-    )
-    if chosen == "int8":
-        return "int8", MODEL_FILE, int8
-    return "fp32", FP32_MODEL_FILE, fp32
-
-
 def load_classifier(
     bundle_dir: Path,
     *,
@@ -227,25 +134,17 @@ def load_classifier(
     keyring: Verifier | None = None,
 ) -> Classifier:
     """Load a bundle fully or raise BundleError: signature, hashes, interface, golden, warm-up."""
-    if precision not in ("auto", "int8", "fp32"):
-        raise ValueError(f"precision must be auto, int8 or fp32, not {precision!r}")
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir, keyring)
+    if manifest.task == "embedding":
+        raise BundleError(f"{bundle_dir}: an embedding bundle, not a classifier")
     tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE, manifest.max_seq_len)
-    chosen, model_file, session = _choose_precision(
-        bundle_dir, manifest, tokenizer, precision, threads
+    chosen, model_file, session = choose_precision(
+        bundle_dir, manifest, tokenizer, precision=precision, threads=threads, output=OUTPUT_NAME
     )
     classifier = Classifier(manifest, tokenizer, session, chosen, bundle_dir)
-    # Warm-up doubles as two checks: the graph takes inputs of max_seq_len tokens (the
-    # longest the tokenizer will hand it), and its logits match the manifest's labels.
-    longest = " ".join(["warm up"] * manifest.max_seq_len)
-    try:
-        logits, _ = classifier.logits([longest])
-    except Exception as error:  # onnxruntime raises its own untyped exceptions
-        raise BundleError(
-            f"{bundle_dir / model_file}: fails on {manifest.max_seq_len} tokens "
-            f"(max_seq_len too long for the graph?): {error}"
-        ) from error
+    # The warm-up doubles as a check that the logits match the manifest's labels.
+    logits = classifier.check_longest_input(model_file)
     if logits.shape != (1, len(manifest.labels)):
         raise BundleError(
             f"{bundle_dir / model_file}: logits shape {list(logits.shape)[1:]} does not match "

@@ -1,8 +1,9 @@
 """onnxruntime sessions and tokenizers set up for a small CPU, and the graph contract.
 
 The bundle contract (docs/bundle-format.md): int64 inputs `input_ids` and `attention_mask`
-`[batch, seq]`, one float output `logits` `[batch, labels]`. `open_session` refuses any
-other graph with a BundleError, so the classifier never meets a surprise at run time.
+`[batch, seq]`, one float output: `logits` `[batch, labels]` for a classifier, `embeddings`
+`[batch, dim]` for an encoder. `open_session` refuses any other graph with a BundleError, so
+the engine never meets a surprise at run time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from edge_agent.bundle.layout import BundleError
 
 INPUT_NAMES: Final = ("input_ids", "attention_mask")
 OUTPUT_NAME: Final = "logits"
+EMBEDDINGS_NAME: Final = "embeddings"
 
 
 def physical_cores() -> int:
@@ -52,8 +54,11 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def open_session(model_path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session whose interface matches the bundle contract."""
+def open_session(
+    model_path: Path, threads: int | None = None, output: str = OUTPUT_NAME
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session whose interface matches the bundle contract (its one output
+    named `output`)."""
     try:
         session = ort.InferenceSession(
             str(model_path), session_options(threads), providers=["CPUExecutionProvider"]
@@ -69,8 +74,8 @@ def open_session(model_path: Path, threads: int | None = None) -> ort.InferenceS
     if set(inputs) != set(INPUT_NAMES):
         raise BundleError(f"{model_path}: unexpected graph inputs {sorted(inputs)}")
     outputs = [o.name for o in session.get_outputs()]
-    if outputs != [OUTPUT_NAME]:
-        raise BundleError(f"{model_path}: graph outputs {outputs}, expected ['logits']")
+    if outputs != [output]:
+        raise BundleError(f"{model_path}: graph outputs {outputs}, expected [{output!r}]")
     return session
 
 

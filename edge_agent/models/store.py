@@ -32,8 +32,13 @@ from typing import Final
 from edge_agent.bundle.layout import BundleError
 from edge_agent.bundle.verify import Verifier
 from edge_agent.bundle.versions import BundleRef
-from edge_agent.engine.classifier import Classifier, Precision, load_classifier
+from edge_agent.engine.encoder import Encoder
 from edge_agent.engine.prediction import ClassifyTiming, Prediction
+from edge_agent.engine.runner import Precision
+from edge_agent.labels.examples import LabelsError
+from edge_agent.labels.labeller import build_labeller
+from edge_agent.models.label_sets import LabelSets, LabelSetSource, Signature
+from edge_agent.models.loading import Served, load_recorded, refusal_reason, same_kind
 from edge_agent.models.refusals import RefusalLog
 from edge_agent.models.watch import ModelWatcher
 from edge_agent.telemetry.logs import get_logger
@@ -93,8 +98,8 @@ class BundleRefused:
 
 @dataclass(frozen=True)
 class _Ready:
-    ref: BundleRef
-    classifier: Classifier
+    path: Path
+    model: Served
     load_s: float
     ready_at: float
 
@@ -103,14 +108,16 @@ class ModelStore:
     def __init__(
         self,
         watcher: ModelWatcher,
-        classifiers: dict[str, Classifier],
+        classifiers: dict[str, Served],
         *,
         precision: Precision = "auto",
         threads: int | None = None,
         keyring: Verifier | None = None,
         refusals: RefusalLog | None = None,
+        label_sets: LabelSets | None = None,
     ) -> None:
         self._watcher = watcher
+        self._label_sets = label_sets or LabelSets(())
         self._refusals = refusals
         self._precision: Precision = precision
         self._threads = threads
@@ -118,7 +125,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._loaded = dict(classifiers)
         self._ready: dict[str, _Ready] = {}
-        self._retired: list[Classifier] = []
+        self._retired: list[Served] = []
         # Bundles skipped at start-up for an older one; the service reports them once running.
         self.startup_rejections: tuple[BundleRefused, ...] = ()
         self._trim_heap = _heap_trimmer()
@@ -136,22 +143,24 @@ class ModelStore:
         threads: int | None = None,
         keyring: Verifier | None = None,
         refusals: RefusalLog | None = None,
+        label_sets: LabelSets | None = None,
     ) -> ModelStore:
         """Load each named model's active bundle at startup; raises BundleError naming the
         problem when a model has no bundle that passes every check. A broken newest
         version falls back to the next one (unless `current` pins it), like a swap would;
         with `refusals`, bundles refused in an earlier run (or that it died loading) are not
-        tried again until they change on disk."""
+        tried again until they change on disk. Each of `label_sets` is then built with its
+        encoder (LabelsError for an examples file that cannot be used)."""
         earlier = refusals.refused() if refusals is not None else {}
         watcher = ModelWatcher(models_dir, dict.fromkeys(names), failed=earlier)
-        loaded: dict[str, Classifier] = {}
+        loaded: dict[str, Served] = {}
         reasons: dict[str, str] = {}
         failed: list[tuple[BundleRef, str]] = []
         while requests := watcher.poll():
             for request in requests:
                 ref = request.bundle
                 try:
-                    loaded[ref.name] = _load_recorded(
+                    loaded[ref.name] = load_recorded(
                         ref, refusals, precision=precision, threads=threads, keyring=keyring
                     )
                 except Exception as error:  # onnxruntime raises its own types too: never fatal
@@ -168,6 +177,16 @@ class ModelStore:
             if name not in loaded:
                 why = reasons.get(name) or f"{models_dir / name}: no version folder with a bundle"
                 raise BundleError(why)
+        sets = label_sets or LabelSets(())
+        for source, signature in sets.changed():
+            encoder = loaded[source.encoder]
+            if not isinstance(encoder, Encoder):
+                raise BundleError(
+                    f"{source.path}: examples need an embedding model, and "
+                    f"{source.encoder!r} is a {encoder.manifest.task} classifier"
+                )
+            loaded[source.key] = build_labeller(source.key, encoder, source.path)
+            sets.seen(source, signature)
         store = cls(
             watcher,
             loaded,
@@ -175,6 +194,7 @@ class ModelStore:
             threads=threads,
             keyring=keyring,
             refusals=refusals,
+            label_sets=sets,
         )
         store.startup_rejections = tuple(
             BundleRefused(ref.name, ref.version, ref.path, why, loaded[ref.name].manifest.version)
@@ -184,7 +204,7 @@ class ModelStore:
 
     # ---- any thread ------------------------------------------------------------------
 
-    def get(self, name: str) -> Classifier:
+    def get(self, name: str) -> Served:
         with self._lock:
             return self._loaded[name]
 
@@ -197,7 +217,10 @@ class ModelStore:
         timing: ClassifyTiming | None = None,
     ) -> list[Prediction]:
         """The pipeline's `Classify`: one call, one classifier, so one version per call."""
-        return self.get(name).classify(texts, top_k=top_k, timing=timing)
+        model = self.get(name)
+        if isinstance(model, Encoder):  # startup refuses routes that would get here
+            raise TypeError(f"{name} is an embedding model: a route needs examples to use it")
+        return model.classify(texts, top_k=top_k, timing=timing)
 
     def versions(self) -> dict[str, str]:
         with self._lock:
@@ -222,10 +245,10 @@ class ModelStore:
             swapped = []
             for name, item in ready.items():
                 previous = self._loaded.get(name)
-                self._loaded[name] = item.classifier
+                self._loaded[name] = item.model
                 if previous is not None:
                     self._retired.append(previous)  # freed on the loader thread, not here
-                manifest = item.classifier.manifest
+                manifest = item.model.manifest
                 swapped.append(
                     Swapped(
                         name=name,
@@ -233,7 +256,7 @@ class ModelStore:
                         previous_version=previous.manifest.version if previous else None,
                         labels=tuple(manifest.labels),
                         previous_labels=tuple(previous.manifest.labels) if previous else None,
-                        path=item.ref.path,
+                        path=item.path,
                         load_s=item.load_s,
                         ready_at=item.ready_at,
                     )
@@ -280,6 +303,10 @@ class ModelStore:
                 if self._stopping.is_set():
                     return
                 self._prepare(request.bundle, on_rejected)
+            for source, signature in self._label_sets.changed():
+                encoder = self.get(source.encoder)
+                if isinstance(encoder, Encoder):
+                    self._prepare_labels(source, signature, encoder, on_rejected)
             self._poke.wait(interval_s)
             self._poke.clear()
 
@@ -287,13 +314,14 @@ class ModelStore:
         started = time.monotonic()
         log.info("model_loading", model=ref.name, version=ref.version, path=str(ref.path))
         try:
-            classifier = _load_recorded(
+            model = load_recorded(
                 ref,
                 self._refusals,
                 precision=self._precision,
                 threads=self._threads,
                 keyring=self._keyring,
             )
+            same_kind(ref, model, self.get(ref.name))
         except Exception as error:  # e.g. onnxruntime refusing a graph; never end the loader
             why = refusal_reason(error)
             self._watcher.mark_failed(ref, why)
@@ -303,47 +331,31 @@ class ModelStore:
         ready_at = time.monotonic()
         self._watcher.mark_loaded(ref)
         with self._lock:
-            self._ready[ref.name] = _Ready(ref, classifier, ready_at - started, ready_at)
+            self._ready[ref.name] = _Ready(ref.path, model, ready_at - started, ready_at)
+        if isinstance(model, Encoder):  # its label sets move to it, each once rebuilt
+            for source, signature in self._label_sets.using(ref.name):
+                self._prepare_labels(source, signature, model, on_rejected)
 
-
-def refusal_reason(error: Exception) -> str:
-    """A BundleError already names the file and the problem; anything else (onnxruntime's
-    own errors) is shown with its type."""
-    return str(error) if isinstance(error, BundleError) else repr(error)
-
-
-def _load_recorded(
-    ref: BundleRef,
-    refusals: RefusalLog | None,
-    *,
-    precision: Precision,
-    threads: int | None,
-    keyring: Verifier | None,
-) -> Classifier:
-    """`load_bundle`, written down on disk before it starts and crossed out (or recorded as
-    refused) when it ends, so that neither a refusal nor a crash repeats after a restart."""
-    if refusals is None:
-        return load_bundle(ref, precision=precision, threads=threads, keyring=keyring)
-    refusals.loading(ref)
-    try:
-        classifier = load_bundle(ref, precision=precision, threads=threads, keyring=keyring)
-    except Exception as error:
-        refusals.refuse(ref, refusal_reason(error))
-        raise
-    refusals.loaded(ref)
-    return classifier
-
-
-def load_bundle(
-    ref: BundleRef, *, precision: Precision, threads: int | None, keyring: Verifier | None
-) -> Classifier:
-    """Every check of `load_classifier`, plus: the bundle is filed under its own name and
-    version, so the version a result names is the folder it came from."""
-    classifier = load_classifier(ref.path, precision=precision, threads=threads, keyring=keyring)
-    manifest = classifier.manifest
-    if (manifest.name, manifest.version) != (ref.name, ref.version):
-        raise BundleError(
-            f"{ref.path}: manifest says {manifest.name} {manifest.version}, "
-            f"but the folder is {ref.name}/{ref.version}"
-        )
-    return classifier
+    def _prepare_labels(
+        self,
+        source: LabelSetSource,
+        signature: Signature,
+        encoder: Encoder,
+        on_rejected: Callable[[BundleRefused], None],
+    ) -> None:
+        """Build a label set's labeller with `encoder` and offer it for swapping; a file that
+        cannot be used is reported once and the serving labeller stays."""
+        started = time.monotonic()
+        try:
+            labeller = build_labeller(source.key, encoder, source.path)
+        except Exception as error:  # LabelsError, or the encoder failing on an example
+            why = str(error) if isinstance(error, LabelsError) else repr(error)
+            serving = self.versions().get(source.key)
+            on_rejected(BundleRefused(source.key, "", source.path, why, serving))
+        else:
+            ready_at = time.monotonic()
+            with self._lock:
+                self._ready[source.key] = _Ready(
+                    source.path, labeller, ready_at - started, ready_at
+                )
+        self._label_sets.seen(source, signature)

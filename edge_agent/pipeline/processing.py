@@ -168,7 +168,7 @@ class Processor:
     ) -> None:
         by_model: defaultdict[str, list[_Job]] = defaultdict(list)
         for job in jobs:
-            by_model[job.route.model].append(job)
+            by_model[job.route.served_by].append(job)
         models: Counter[str] = Counter()
         for model, model_jobs in by_model.items():
             chunks = [[job for job in model_jobs if not job.suspect]]

@@ -39,6 +39,14 @@ class Route:
     qos: int  # of its results
     # retain, on_change, payload form, fields, min_score (frozen; a factory for ruff's sake)
     output: OutputPolicy = field(default_factory=OutputPolicy)
+    # The examples file whose labels `model` (an encoder) answers, or None for a classifier.
+    examples: str | None = None
+
+    @property
+    def served_by(self) -> str:
+        """What labels this route's messages: the model, or its label set (the key
+        edge_agent/models/label_sets.py files it under)."""
+        return f"{self.model}+{self.examples}" if self.examples else self.model
 
     @property
     def subscription(self) -> str:

@@ -128,19 +128,20 @@ def build_tiny_bundle(
     from edge_agent.toolkit.export.quantize import calibration_feeds, quantize_int8
     from edge_agent.toolkit.export.to_onnx import export_onnx
 
-    model = build_tiny_model(len(labels), seed)
+    embedding = task == "embedding"  # an encoder: no labels, `embeddings` out
+    model = build_tiny_model(max(1, len(labels)), seed)
     tokenizer = build_tiny_tokenizer()
     # Calibrated like a shipped bundle: static activation scales, batch-independent logits.
     calibration = calibration_feeds(tokenizer, SAMPLE_TEXTS, TINY_MAX_SEQ_LEN)
     with tempfile.TemporaryDirectory(prefix="tiny-bundle-") as work:
-        fp32 = export_onnx(model, Path(work) / "model.fp32.onnx")
+        fp32 = export_onnx(model, Path(work) / "model.fp32.onnx", embedding=embedding)
         int8 = quantize_int8(fp32, Path(work) / "model.onnx", calibration=calibration)
         return pack_bundle(
             Path(out_dir),
             name=name,
             version=version,
             task=task,
-            labels=list(labels),
+            labels=[] if embedding else list(labels),
             max_seq_len=TINY_MAX_SEQ_LEN,
             model=int8,
             fp32_model=fp32 if with_fp32 else None,

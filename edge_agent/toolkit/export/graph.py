@@ -263,8 +263,10 @@ def _layer(
     return _add_layer_norm(graph, y, x1, out.layernorm)
 
 
-def build_graph(hf_model: Any) -> Any:
-    """onnx.ModelProto computing `hf_model(input_ids, attention_mask).logits`."""
+def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
+    """onnx.ModelProto computing `hf_model(input_ids, attention_mask).logits`, or with
+    `embedding`, the encoder's mean-pooled, L2-normalised last hidden state as `embeddings`
+    (pooler and classifier unused)."""
     from onnx import TensorProto, helper
 
     config = hf_model.config
@@ -316,7 +318,10 @@ def build_graph(hf_model: Any) -> Any:
     layers = list(base.encoder.layers)
     for index, layer in enumerate(layers):
         # The pooler reads the first token only, so the last layer computes nothing else.
-        x = _layer(graph, x, layer, mask, channels, first_only=index == len(layers) - 1)
+        last = index == len(layers) - 1
+        x = _layer(graph, x, layer, mask, channels, first_only=last and not embedding)
+    if embedding:
+        return _finish(graph, [_mean_pooled(graph, x, as_float)], "embeddings", channels)
     first = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
     pooler, classifier = base.pooler.dense, hf_model.classifier
     pooled = graph.op(
@@ -332,15 +337,38 @@ def build_graph(hf_model: Any) -> Any:
         "Add", [logits, graph.const("b_cls", _np(classifier.bias))], ["logits"], name="logits"
     )
     graph.nodes.append(logits_out)
+    return _finish(graph, [], "logits", config.num_labels)
+
+
+def _mean_pooled(graph: _Graph, x: str, as_float: str) -> Any:
+    """The node writing `embeddings`: mean of x [b, l, c] over real tokens, L2-normalised
+    (what sentence-transformers computes for all-MiniLM-L6-v2)."""
+    from onnx import helper
+
+    weights = graph.op("Unsqueeze", [as_float, graph.const("axis2", np.array([2], dtype=np.int64))])
+    axis1 = graph.const("axis1", np.array([1], dtype=np.int64))
+    summed = graph.op("ReduceSum", [graph.op("Mul", [x, weights]), axis1], keepdims=0)
+    count = graph.op("ReduceSum", [weights, axis1], keepdims=0)
+    floor = graph.const("min_count", np.array(1e-9, dtype=np.float32))
+    mean = graph.op("Div", [summed, graph.op("Max", [count, floor])])
+    return helper.make_node(
+        "LpNormalization", [mean], ["embeddings"], name="embeddings", axis=-1, p=2
+    )
+
+
+def _finish(graph: _Graph, last_nodes: list[Any], output: str, width: int) -> Any:
+    from onnx import TensorProto, helper
+
+    graph.nodes.extend(last_nodes)
     dims = ["batch", "seq"]
     onnx_graph = helper.make_graph(
         graph.nodes,
-        "squeezebert_classifier",
+        "squeezebert_encoder" if output == "embeddings" else "squeezebert_classifier",
         [
             helper.make_tensor_value_info(n, TensorProto.INT64, dims)
             for n in ("input_ids", "attention_mask")
         ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", config.num_labels])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", width])],
         graph.initializers,
     )
     return helper.make_model(
@@ -350,10 +378,10 @@ def build_graph(hf_model: Any) -> Any:
     )
 
 
-def write_graph(hf_model: Any, out_path: Path) -> Path:
+def write_graph(hf_model: Any, out_path: Path, *, embedding: bool = False) -> Path:
     import onnx
 
-    model = build_graph(hf_model)
+    model = build_graph(hf_model, embedding=embedding)
     onnx.checker.check_model(model)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -207,7 +207,11 @@ def pack_bundle(
         min_agent_version=min_agent_version,
     )
     write_manifest(staging, manifest)
-    if golden_texts:
+    if golden_texts and task == "embedding":
+        golden = _golden_embeddings(staging, list(golden_texts)[:golden_count])
+        manifest = dataclasses.replace(manifest, golden=golden)
+        write_manifest(staging, manifest)
+    elif golden_texts:
         texts = list(golden_texts)
         classifiers = [load_classifier(staging, precision="int8", threads=1)]
         if fp32_model is not None:
@@ -227,8 +231,30 @@ def pack_bundle(
         shutil.rmtree(final)
     staging.rename(final)
     _fsync(final.parent)
-    load_classifier(final, precision="auto", threads=1)  # the bundle must load as shipped
+    # The bundle must load as shipped.
+    if task == "embedding":
+        from edge_agent.engine.encoder import load_encoder
+
+        load_encoder(final, precision="auto", threads=1)
+    else:
+        load_classifier(final, precision="auto", threads=1)
     return final
+
+
+def _golden_embeddings(staging: Path, texts: list[str]) -> tuple[GoldenExample, ...]:
+    """The INT8 graph's embedding of each text, one text per run as the engine checks them."""
+    from edge_agent.engine.encoder import load_encoder
+
+    encoder = load_encoder(staging, precision="int8", threads=1)
+    golden = []
+    for text in texts:
+        (vector,), _ = encoder.embed([text])
+        golden.append(
+            GoldenExample(
+                text=text, label="", score=0.0, embedding=tuple(round(float(v), 6) for v in vector)
+            )
+        )
+    return tuple(golden)
 
 
 def _unsaturated_twin(classifier: Classifier) -> Classifier | None:

@@ -79,19 +79,20 @@ def export_torch_module(module: Any, out_path: Path, *, opset: int = OPSET) -> P
     return out_path
 
 
-def export_onnx(model_or_dir: Any, out_path: Path) -> Path:
+def export_onnx(model_or_dir: Any, out_path: Path, *, embedding: bool = False) -> Path:
     """Write the fp32 ONNX graph of a SqueezeBERT classifier in the fast formulation.
 
     `model_or_dir`: a transformers SqueezeBertForSequenceClassification or a checkpoint
     folder (config.json + weights). The graph is written op by op from the weights
-    (`graph.py`), not traced; check it with `max_logit_difference`.
+    (`graph.py`), not traced; check it with `max_logit_difference`. With `embedding` the
+    graph's output is the encoder's sentence embedding (`embeddings`) instead of logits.
     """
     from edge_agent.toolkit.export.graph import write_graph
 
     is_dir = isinstance(model_or_dir, str | Path)
     model = load_hf_classifier(model_or_dir) if is_dir else model_or_dir
     model.eval()
-    return write_graph(model, out_path)
+    return write_graph(model, out_path, embedding=embedding)
 
 
 def hf_logits(model: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -74,6 +74,7 @@ def export_graphs(
     keep_head_fp32: bool = True,
     calibration_texts: Sequence[str] = (),
     max_seq_len: int = 128,
+    embedding: bool = False,
 ) -> tuple[Path, Path]:
     """model.fp32.onnx (checked against transformers by the exporter) and INT8 model.onnx.
 
@@ -85,7 +86,7 @@ def export_graphs(
     from edge_agent.toolkit.export.to_onnx import export_onnx
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(deployable.folder, out_dir / "model.fp32.onnx")
+    fp32 = export_onnx(deployable.folder, out_dir / "model.fp32.onnx", embedding=embedding)
     calibration = calibration_feeds(
         deployable.tokenizer, calibration_texts, max_seq_len, _ORT_BATCH
     )
@@ -96,9 +97,16 @@ def export_graphs(
 
 
 def graph_logits(
-    graph: Path, tokenizer: Any, texts: Sequence[str], *, max_seq_len: int, threads: int | None
+    graph: Path,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_seq_len: int,
+    threads: int | None,
+    output: str = "logits",
 ) -> np.ndarray:
-    """Logits of an ONNX graph for `texts`, batched by length as the engine tokenises them."""
+    """Logits (or an encoder's `embeddings`) of an ONNX graph for `texts`, batched by length
+    as the engine tokenises them."""
     import onnxruntime as ort
 
     from edge_agent.engine.session import session_options
@@ -112,7 +120,7 @@ def graph_logits(
     for start in range(0, len(order), _ORT_BATCH):
         batch = order[start : start + _ORT_BATCH]
         feeds = encode(tokenizer, [texts[i] for i in batch], max_seq_len)
-        logits = np.asarray(session.run(["logits"], feeds)[0])
+        logits = np.asarray(session.run([output], feeds)[0])
         if out is None:
             out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
         out[batch] = logits

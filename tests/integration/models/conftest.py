@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.agent_process import Agent, AgentFactory, AgentProcess, write_config
 from tests.support.broker import Broker
+from tests.support.bundles import build_tiny_bundle
 from tests.support.mqtt_client import TestClient
 
 _ids = itertools.count()
@@ -51,3 +52,11 @@ def start_agent(broker: Broker, client: TestClient, tmp_path: Path) -> Iterator[
     for process in started:
         if process.process is not None and process.process.poll() is None:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny embedding bundle, model `encoder` 1.0.0, outside any models directory."""
+    return build_tiny_bundle(
+        tmp_path_factory.mktemp("encoder"), name="encoder", task="embedding", with_fp32=False
+    )

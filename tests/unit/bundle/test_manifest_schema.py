@@ -109,3 +109,18 @@ def test_versions_sort_numerically() -> None:
     assert version_key("1.10.0") > version_key("1.9.9")
     with pytest.raises(ValueError):
         version_key("01.0.0")
+
+
+def test_an_embedding_manifest_has_no_labels_and_golden_vectors() -> None:
+    golden = [{"text": "door open", "embedding": [0.6, 0.8]}]
+    manifest = _parse(_manifest(task="embedding", labels=[], golden=golden))
+    assert manifest.golden[0].embedding == (0.6, 0.8)
+    assert _parse(manifest.to_json()) == manifest
+    for bad in (
+        _manifest(task="embedding", golden=golden),  # labels
+        _manifest(task="embedding", labels=[], golden=[{"text": "x", "label": "a", "score": 1}]),
+        _manifest(task="embedding", labels=[], golden=[{"text": "x", "embedding": []}]),
+        _manifest(task="embedding", labels=[], golden=[{"text": "x", "embedding": ["a"]}]),
+    ):
+        with pytest.raises(BundleError):
+            _parse(bad)

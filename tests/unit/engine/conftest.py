@@ -16,6 +16,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_tiny_bundle(models)
     build_tiny_bundle(models, name="multi", task="multi-label", labels=("alarm", "door", "light"))
     build_tiny_bundle(models, name="int8only", with_fp32=False)
+    build_tiny_bundle(models, name="encoder", task="embedding")
     return models
 
 

@@ -1,0 +1,98 @@
+"""The encoder: an embedding bundle's tokenizer and graph behind `embed(texts)`.
+
+An embedding bundle (manifest `task: embedding`) maps texts to L2-normalised sentence
+embeddings, output `embeddings` [batch, dim]. It labels nothing by itself: example-defined
+labels (edge_agent/labels) turn its embeddings into results. Like a classifier it is built
+fully or not at all: hashes (and signature), interface, golden embeddings and a warm-up pass
+before `load_encoder` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from edge_agent.bundle.layout import TOKENIZER_FILE, BundleError
+from edge_agent.bundle.verify import Verifier, verify_bundle
+from edge_agent.engine.prediction import ClassifyTiming
+from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, choose_precision
+from edge_agent.engine.session import EMBEDDINGS_NAME, load_tokenizer
+
+# Golden embeddings must come back this close (cosine). INT8 kernels round differently on
+# AVX2, AVX-512 VNNI and ARM; with static activation scales their scores agree within 1e-3,
+# and a cosine of 0.999 still tells a different or damaged graph apart (0.9 and below).
+GOLDEN_MIN_COSINE: Final = 0.999
+
+
+class Encoder(BundleRunner):
+    """Sentence embeddings from an embedding bundle."""
+
+    @property
+    def dimension(self) -> int:
+        return int(self.session.get_outputs()[0].shape[1])
+
+    def embed(
+        self, texts: Sequence[str], timing: ClassifyTiming | None = None
+    ) -> tuple[FloatArray, list[bool]]:
+        """Normalised embeddings [len(texts), dim] and truncation flags."""
+        vectors, truncated = self.run(texts, self.dimension, timing)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        normalised: FloatArray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        return normalised, truncated
+
+
+def check_golden_embeddings(encoder: Encoder, model_file: str) -> None:
+    """Each golden text's embedding within GOLDEN_MIN_COSINE of the recorded one. INT8 and
+    fp32 embeddings are that close as well, so one recorded vector serves both graphs."""
+    for example in encoder.manifest.golden:
+        if example.embedding is None:
+            continue
+        expected = np.asarray(example.embedding, dtype=np.float32)
+        (got,), _ = encoder.embed([example.text])
+        if got.shape != expected.shape:
+            raise BundleError(
+                f"{encoder.bundle_dir / model_file}: golden embedding has {expected.shape[0]} "
+                f"values, the graph gives {got.shape[0]}"
+            )
+        cosine = float(got @ expected / max(float(np.linalg.norm(expected)), 1e-12))
+        if cosine < GOLDEN_MIN_COSINE:
+            raise BundleError(
+                f"{encoder.bundle_dir / model_file}: golden example {example.text[:40]!r} "
+                f"embeds at cosine {cosine:.4f} from the recorded one (need >= "
+                f"{GOLDEN_MIN_COSINE})"
+            )
+
+
+def load_encoder(
+    bundle_dir: Path,
+    *,
+    precision: Precision = "auto",
+    threads: int | None = None,
+    keyring: Verifier | None = None,
+) -> Encoder:
+    """Load an embedding bundle fully or raise BundleError."""
+    bundle_dir = Path(bundle_dir)
+    manifest = verify_bundle(bundle_dir, keyring)
+    if manifest.task != "embedding":
+        raise BundleError(f"{bundle_dir}: a {manifest.task} bundle, not an embedding bundle")
+    tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE, manifest.max_seq_len)
+    chosen, model_file, session = choose_precision(
+        bundle_dir,
+        manifest,
+        tokenizer,
+        precision=precision,
+        threads=threads,
+        output=EMBEDDINGS_NAME,
+    )
+    encoder = Encoder(manifest, tokenizer, session, chosen, bundle_dir)
+    shape = session.get_outputs()[0].shape
+    if len(shape) != 2 or not isinstance(shape[1], int):
+        raise BundleError(
+            f"{bundle_dir / model_file}: embeddings must be [batch, dim], got {shape}"
+        )
+    encoder.check_longest_input(model_file)
+    check_golden_embeddings(encoder, model_file)
+    return encoder

@@ -1,0 +1,151 @@
+"""What every bundle's model does the same way: tokenize, run in bounded batches, pick a
+precision. The classifier (logits -> labels) and the encoder (sentence embeddings) build on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, BundleError
+from edge_agent.bundle.manifest import Manifest
+from edge_agent.engine.prediction import ClassifyTiming
+from edge_agent.engine.session import open_session
+from edge_agent.telemetry.logs import get_logger
+
+Precision = Literal["auto", "int8", "fp32"]
+# Texts per session run: bounds memory (activations grow with batch x length) while
+# keeping the per-run overhead amortised.
+MAX_RUN_BATCH: Final = 32
+_TIMING_ROUNDS: Final = 5
+
+FloatArray = npt.NDArray[np.float32]
+log = get_logger(__name__)
+
+
+class BundleRunner:
+    """Tokenizer + onnxruntime session of one bundle. Used by one worker thread at a time
+    (plus the model loader when it embeds an examples file: onnxruntime's run and the
+    tokenizer are safe to call from two threads)."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        tokenizer: Tokenizer,
+        session: ort.InferenceSession,
+        precision: str,
+        bundle_dir: Path,
+    ) -> None:
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.session = session
+        self.precision = precision
+        self.bundle_dir = bundle_dir
+        self._output = session.get_outputs()[0].name
+
+    def encode(self, texts: Sequence[str]) -> tuple[dict[str, npt.NDArray[np.int64]], list[bool]]:
+        """Token ids and mask, padded to the longest text; which texts were truncated."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        truncated = [bool(e.overflowing) for e in encodings]
+        return {"input_ids": ids, "attention_mask": mask}, truncated
+
+    def run(
+        self, texts: Sequence[str], width: int, timing: ClassifyTiming | None = None
+    ) -> tuple[FloatArray, list[bool]]:
+        """The graph's output [len(texts), width] and truncation flags."""
+        outputs: list[FloatArray] = []
+        all_truncated: list[bool] = []
+        for start in range(0, len(texts), MAX_RUN_BATCH):
+            began = time.perf_counter()
+            feeds, truncated = self.encode(texts[start : start + MAX_RUN_BATCH])
+            tokenized = time.perf_counter()
+            (out,) = self.session.run([self._output], feeds)
+            if timing is not None:
+                timing.tokenize_s += tokenized - began
+                timing.infer_s += time.perf_counter() - tokenized
+            outputs.append(np.asarray(out, dtype=np.float32))
+            all_truncated.extend(truncated)
+        if not outputs:
+            return np.zeros((0, width), dtype=np.float32), []
+        return np.concatenate(outputs), all_truncated
+
+    def check_longest_input(self, model_file: str) -> FloatArray:
+        """Run max_seq_len tokens (the longest the tokenizer hands over): the warm-up, and a
+        check that the graph takes them."""
+        longest = " ".join(["warm up"] * self.manifest.max_seq_len)
+        try:
+            out, _ = self.run([longest], 0)
+        except Exception as error:  # onnxruntime raises its own untyped exceptions
+            raise BundleError(
+                f"{self.bundle_dir / model_file}: fails on {self.manifest.max_seq_len} tokens "
+                f"(max_seq_len too long for the graph?): {error}"
+            ) from error
+        return out
+
+
+def _timing_feeds(tokenizer: Tokenizer, seq_len: int) -> dict[str, npt.NDArray[np.int64]]:
+    """One text of about `seq_len` real tokens: what the daemon mostly runs."""
+    encoding = tokenizer.encode(" ".join(["warm up"] * seq_len))
+    ids = encoding.ids[:seq_len]
+    return {
+        "input_ids": np.array([ids], dtype=np.int64),
+        "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+    }
+
+
+def _time_session(session: ort.InferenceSession, feeds: dict[str, npt.NDArray[np.int64]]) -> float:
+    """Median seconds for one run of `feeds`."""
+    output = [session.get_outputs()[0].name]
+    session.run(output, feeds)  # first run allocates; not representative
+    times = []
+    for _ in range(_TIMING_ROUNDS):
+        start = time.perf_counter()
+        session.run(output, feeds)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def choose_precision(
+    bundle_dir: Path,
+    manifest: Manifest,
+    tokenizer: Tokenizer,
+    *,
+    precision: Precision,
+    threads: int | None,
+    output: str,
+) -> tuple[str, str, ort.InferenceSession]:
+    """(precision, file, session): auto times both graphs when the bundle has both."""
+    if precision not in ("auto", "int8", "fp32"):
+        raise ValueError(f"precision must be auto, int8 or fp32, not {precision!r}")
+    has_fp32 = FP32_MODEL_FILE in manifest.files
+    if precision == "fp32":
+        if not has_fp32:
+            raise BundleError(f"{bundle_dir / FP32_MODEL_FILE}: fp32 requested but not in bundle")
+        return "fp32", FP32_MODEL_FILE, open_session(bundle_dir / FP32_MODEL_FILE, threads, output)
+    int8 = open_session(bundle_dir / MODEL_FILE, threads, output)
+    if precision == "int8" or not has_fp32:
+        return "int8", MODEL_FILE, int8
+    fp32 = open_session(bundle_dir / FP32_MODEL_FILE, threads, output)
+    feeds = _timing_feeds(tokenizer, min(32, manifest.max_seq_len))
+    int8_s, fp32_s = _time_session(int8, feeds), _time_session(fp32, feeds)
+    chosen = "int8" if int8_s <= fp32_s else "fp32"
+    log.info(
+        "precision_chosen",
+        model=manifest.name,
+        version=manifest.version,
+        precision=chosen,
+        int8_ms=round(int8_s * 1e3, 3),
+        fp32_ms=round(fp32_s * 1e3, 3),
+    )
+    if chosen == "int8":
+        return "int8", MODEL_FILE, int8
+    return "fp32", FP32_MODEL_FILE, fp32

@@ -1,0 +1,248 @@
+"""Rebuild the shipped sentence encoder: `python recipes/build_encoder.py --work DIR`.
+
+Distils all-MiniLM-L6-v2's sentence embeddings into the grouped SqueezeBERT (toolkit/train/
+embedding.py) on the unlabelled training texts of ../shared/datasets (CLINC150 train and
+oos_train, SST-2 train, TweetEval sentiment and offensive train). Held out, never trained on:
+CLINC150 val and oos_val, TweetEval sentiment and offensive val; the cosine with the teacher is
+measured there. Interrupted runs resume from --work. The student checkpoint lands in
+DIR/student; `--stage bundle` exports, quantizes and packs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+REPO: Final = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SEED: Final = 20261204
+MAX_SEQ_LEN: Final = 64  # training length: the distillation texts are chat lines and queries
+BUNDLE_MAX_SEQ_LEN: Final = 128  # what the bundle takes (its position table is cut there)
+CALIBRATION_ROWS: Final = 4096
+VERSION: Final = "1.0.0"
+# Golden texts: what the engine must reproduce on load (any texts do; these are the README's).
+GOLDEN: Final = (
+    "smoke detected in the kitchen",
+    "battery low on the hallway sensor",
+    "good morning everyone",
+    "disk usage above 90 percent on node 4",
+)
+
+
+def _datasets_dir(option: str | None) -> Path:
+    if option:
+        return Path(option)
+    env = os.environ.get("EDGE_AGENT_DATASETS")
+    return Path(env) if env else REPO.parent / "shared" / "datasets"
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def distillation_texts(datasets: Path) -> list[str]:
+    """Unlabelled training-side texts, de-duplicated; SST-2 phrases under 4 words are skipped
+    (tens of thousands of fragments like "the" or "a good" teach little)."""
+    clinc = json.loads((datasets / "clinc150" / "data_train_val.json").read_text())
+    texts = [row[0] for part in ("train", "oos_train") for row in clinc[part]]
+    sst2 = (datasets / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    texts += [line.split("\t")[0] for line in sst2 if len(line.split("\t")[0].split()) >= 4]
+    for folder in ("tweeteval-sentiment", "tweeteval-offensive"):
+        texts += _lines(datasets / folder / "train_text.txt")
+    return list(dict.fromkeys(t for t in texts if t.strip()))
+
+
+def held_out_texts(datasets: Path) -> list[str]:
+    clinc = json.loads((datasets / "clinc150" / "data_train_val.json").read_text())
+    texts = [row[0] for part in ("val", "oos_val") for row in clinc[part]]
+    for folder in ("tweeteval-sentiment", "tweeteval-offensive"):
+        texts += _lines(datasets / folder / "val_text.txt")
+    return list(dict.fromkeys(texts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--datasets")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--init", type=Path, help="start from this student checkpoint (a second round)"
+    )
+    parser.add_argument(
+        "--stage",
+        choices=("all", "bundle"),
+        default="all",
+        help="bundle: only export, quantize, measure and pack the saved student",
+    )
+    args = parser.parse_args(argv)
+
+    import torch
+    from tokenizers import Tokenizer
+
+    from edge_agent.toolkit.train.data import calibration_sample, encode_texts
+    from edge_agent.toolkit.train.distil import save_checkpoint
+    from edge_agent.toolkit.train.embedding import (
+        EncoderOptions,
+        cosine_report,
+        distil_encoder,
+        grouped_student,
+        load_teacher,
+        student_embeddings,
+        teacher_embeddings,
+    )
+    from edge_agent.toolkit.train.fit import jsonl_logger
+    from edge_agent.toolkit.train.minilm import STUDENT_GROUPS, minilm_dir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(SEED)
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    log = jsonl_logger(work / "log.jsonl")
+
+    datasets = _datasets_dir(args.datasets)
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    train_texts = distillation_texts(datasets)
+    held = held_out_texts(datasets)
+    overlap = set(train_texts) & set(held)
+    train_texts = [t for t in train_texts if t not in overlap]
+    train_ids = encode_texts(tokenizer, train_texts, MAX_SEQ_LEN)
+    held_ids = encode_texts(tokenizer, held, MAX_SEQ_LEN)
+    log(
+        {
+            "train_texts": len(train_texts),
+            "held_out_texts": len(held),
+            "overlap_removed": len(overlap),
+        }
+    )
+
+    teacher = load_teacher()
+    if args.stage == "all":
+        started = time.monotonic()
+        if args.init:  # a second round of distillation from an earlier run's student
+            from transformers import SqueezeBertForSequenceClassification
+
+            student = SqueezeBertForSequenceClassification.from_pretrained(str(args.init)).eval()
+        else:
+            student = grouped_student(
+                teacher, calibration_sample(train_ids, CALIBRATION_ROWS, seed=SEED), STUDENT_GROUPS
+            )
+        target = teacher_embeddings(teacher, held_ids)
+        log(
+            {
+                "step_done": "start" if args.init else "grouped_init",
+                "cosine": cosine_report(student_embeddings(student, held_ids), target),
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        started = time.monotonic()
+        options = EncoderOptions(
+            epochs=args.epochs, learning_rate=args.learning_rate, seed=SEED + int(bool(args.init))
+        )
+        distil_encoder(student, teacher, train_ids, options=options, work=work, log=log)
+        figures = cosine_report(student_embeddings(student, held_ids), target)
+        log(
+            {
+                "step_done": "distilled_student",
+                "cosine": figures,
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        save_checkpoint(student, work / "student", minilm_dir())
+        (work / "figures.json").write_text(json.dumps({"held_out_cosine_fp32": figures}, indent=2))
+    return _bundle(args, work, teacher=teacher, train_texts=train_texts, held=held, log=log)
+
+
+def _bundle(
+    args: argparse.Namespace,
+    work: Path,
+    *,
+    teacher: Any,
+    train_texts: list[str],
+    held: list[str],
+    log: Callable[[dict[str, Any]], None],
+) -> int:
+    """Export the saved student as an encoder graph, quantize it, measure both graphs against
+    the teacher on the held-out texts and pack the INT8 one as models/encoder/<VERSION>."""
+    from tokenizers import Tokenizer
+
+    from edge_agent.toolkit.export.pack import pack_bundle
+    from edge_agent.toolkit.train.bundle import (
+        QUANTIZE_CALIBRATION_ROWS,
+        bundle_size,
+        deploy_checkpoint,
+        export_graphs,
+        graph_logits,
+    )
+    from edge_agent.toolkit.train.data import calibration_sample, encode_texts
+    from edge_agent.toolkit.train.embedding import cosine_report, teacher_embeddings
+    from edge_agent.toolkit.train.minilm import minilm_dir
+
+    checkpoint = deploy_checkpoint(work / "student", work, BUNDLE_MAX_SEQ_LEN)
+    fp32, int8 = export_graphs(
+        checkpoint,
+        work / "graphs",
+        keep_head_fp32=False,
+        calibration_texts=calibration_sample(train_texts, QUANTIZE_CALIBRATION_ROWS, seed=SEED),
+        max_seq_len=BUNDLE_MAX_SEQ_LEN,
+        embedding=True,
+    )
+    minilm = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    target = teacher_embeddings(teacher, encode_texts(minilm, held, BUNDLE_MAX_SEQ_LEN))
+    graphs = {
+        name: graph_logits(
+            path, checkpoint.tokenizer, held, max_seq_len=BUNDLE_MAX_SEQ_LEN,
+            threads=args.threads, output="embeddings",
+        )
+        for name, path in (("fp32", fp32), ("int8", int8))
+    }  # fmt: skip
+    figures = {name: cosine_report(vectors, target) for name, vectors in graphs.items()}
+    figures["int8_vs_fp32"] = cosine_report(graphs["int8"], graphs["fp32"])
+    log({"held_out_cosine_with_teacher": figures, "held_out_texts": len(held)})
+    metrics = {
+        "held_out_cosine_median": figures["int8"]["median"],
+        "held_out_cosine_p5": figures["int8"]["p5"],
+        "held_out_cosine_median_fp32": figures["fp32"]["median"],
+        "int8_fp32_cosine_median": figures["int8_vs_fp32"]["median"],
+        "held_out_texts": float(len(held)),
+    }
+    bundle = pack_bundle(
+        REPO / "models",
+        name="encoder",
+        version=VERSION,
+        task="embedding",
+        labels=[],
+        max_seq_len=BUNDLE_MAX_SEQ_LEN,
+        model=int8,
+        tokenizer=checkpoint.tokenizer_file,
+        golden_texts=GOLDEN,
+        golden_count=len(GOLDEN),
+        metrics=metrics,
+        card={
+            "intended_use": "sentence embeddings for labels defined by examples (route "
+            "`examples:`); short English chat, log, sensor and query lines",
+            "training_data": "distilled from all-MiniLM-L6-v2 (Apache-2.0) on the unlabelled "
+            "training texts of CLINC150, SST-2 and TweetEval (recipes/build_encoder.py); "
+            "figures from CLINC150 val/oos_val and TweetEval val, never trained on",
+            "limitations": "English only; an approximation of its teacher (cosine figures in "
+            "metrics); texts past 128 tokens are cut",
+        },
+        replace=True,
+    )
+    log({"bundle": str(bundle), "bytes": bundle_size(bundle)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
