@@ -7,6 +7,10 @@ that load from other jobs on the machine hits all candidates alike; it reports m
 and the ratios between candidates measured in this same run.
 
     PYTHONPATH=. python bench/model_bench.py --threads 1 --rounds 15 --markdown out.md
+    PYTHONPATH=. python bench/model_bench.py --bundles models/sentiment/1.1.3 models/encoder/1.0.0
+
+With --bundles it times those bundles' model.onnx instead, interleaved the same way, with
+each one's ratio to the first (e.g. the encoder against the sentiment classifier).
 
 Candidates: ours INT8 and fp32 (fast formulation, `edge_agent.toolkit`); the obvious
 path (`torch.onnx.export` of transformers' SqueezeBERT + `quantize_dynamic`); BERT-base
@@ -120,7 +124,8 @@ def ort_runner(path: Path, threads: int) -> Runner:
     session = ort.InferenceSession(
         str(path), session_options(threads), providers=["CPUExecutionProvider"]
     )
-    return lambda feeds: session.run(["logits"], feeds)
+    output = session.get_outputs()[0].name  # logits, or an encoder's embeddings
+    return lambda feeds: session.run([output], feeds)
 
 
 def eager_runner(threads: int, seed: int) -> Runner:
@@ -173,22 +178,26 @@ def log(message: str) -> None:
 
 
 def measure(
-    runners: dict[str, Runner], rounds: int, runs_per_round: int, seed: int
+    runners: dict[str, Runner],
+    rounds: int,
+    runs_per_round: int,
+    seed: int,
+    shapes: tuple[tuple[int, int], ...] = SHAPES,
 ) -> dict[str, dict[tuple[int, int], list[float]]]:
     rng = np.random.default_rng(seed)
-    feeds = {shape: feeds_for(*shape, rng) for shape in SHAPES}
+    feeds = {shape: feeds_for(*shape, rng) for shape in shapes}
     for runner in runners.values():  # warm-up: first runs allocate and pre-pack
-        for shape in SHAPES:
+        for shape in shapes:
             runner(feeds[shape])
             runner(feeds[shape])
     times: dict[str, dict[tuple[int, int], list[float]]] = {
-        name: {shape: [] for shape in SHAPES} for name in runners
+        name: {shape: [] for shape in shapes} for name in runners
     }
     names = list(runners)
     for round_index in range(rounds):
         order = names[round_index % len(names) :] + names[: round_index % len(names)]
         for name in order:
-            for shape in SHAPES:
+            for shape in shapes:
                 samples = []
                 for _ in range(runs_per_round):
                     start = time.perf_counter()
@@ -253,6 +262,33 @@ def render(times: dict[str, dict[tuple[int, int], list[float]]], threads: int, r
     return "\n".join(lines)
 
 
+BUNDLE_SHAPES: Final = ((1, 16), (1, 32), (1, 64), (16, 32))
+
+
+def render_bundles(
+    times: dict[str, dict[tuple[int, int], list[float]]], threads: int, rounds: int
+) -> str:
+    """Medians per bundle and shape, and each bundle's time as a multiple of the first's."""
+    names = list(times)
+    head = " | ".join(f"b{b} s{s}" for b, s in BUNDLE_SHAPES)
+    lines = [
+        f"Date: {datetime.date.today()}; machine: {cpu_model()}; onnxruntime threads: {threads}; "
+        f"median of {rounds} interleaved rounds (each round: best of 3 runs).",
+        "",
+        f"| bundle (model.onnx) | {head} |",
+        "|" + "---|" * (len(BUNDLE_SHAPES) + 1),
+    ]
+    for name in names:
+        cells = [f"{statistics.median(times[name][s]) * 1e3:.2f} ms" for s in BUNDLE_SHAPES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"| time / {names[0]}'s, same round | {head} |"]
+    lines.append("|" + "---|" * (len(BUNDLE_SHAPES) + 1))
+    for name in names[1:]:
+        cells = [_round_ratio(times[name][s], times[names[0]][s]) for s in BUNDLE_SHAPES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
@@ -262,7 +298,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], help="candidate names to leave out")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--bundles", nargs="+", type=Path, help="time these bundles instead")
     args = parser.parse_args()
+    if args.bundles:
+        runners = {
+            f"{b.parent.name} {b.name}": ort_runner(b / "model.onnx", args.threads)
+            for b in args.bundles
+        }
+        times = measure(runners, args.rounds, args.runs_per_round, args.seed, BUNDLE_SHAPES)
+        table = render_bundles(times, args.threads, args.rounds)
+        print(table)
+        if args.markdown:
+            args.markdown.write_text(table + "\n")
+        return 0
     paths = build_models(args.work_dir, args.seed)
     runners: dict[str, Runner] = {
         name: ort_runner(path, args.threads)

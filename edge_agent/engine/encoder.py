@@ -15,16 +15,19 @@ from typing import Final
 
 import numpy as np
 
-from edge_agent.bundle.layout import TOKENIZER_FILE, BundleError
+from edge_agent.bundle.layout import FP32_MODEL_FILE, TOKENIZER_FILE, BundleError
 from edge_agent.bundle.verify import Verifier, verify_bundle
 from edge_agent.engine.prediction import ClassifyTiming
 from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, choose_precision
 from edge_agent.engine.session import EMBEDDINGS_NAME, load_tokenizer
 
-# Golden embeddings must come back this close (cosine). INT8 kernels round differently on
-# AVX2, AVX-512 VNNI and ARM; with static activation scales their scores agree within 1e-3,
-# and a cosine of 0.999 still tells a different or damaged graph apart (0.9 and below).
+# Golden embeddings are model.onnx's and must come back this close (cosine). INT8 kernels
+# round differently on AVX2, AVX-512 VNNI and ARM; with static activation scales their scores
+# agree within 1e-3, and a cosine of 0.999 still tells a different or damaged graph apart.
 GOLDEN_MIN_COSINE: Final = 0.999
+# The fp32 graph differs from INT8 by quantization (median cosine 0.996, 5th percentile 0.987
+# for encoder 1.0.0), so it is held to a looser bound that a wrong graph still fails.
+GOLDEN_MIN_COSINE_FP32: Final = 0.95
 
 
 class Encoder(BundleRunner):
@@ -45,8 +48,9 @@ class Encoder(BundleRunner):
 
 
 def check_golden_embeddings(encoder: Encoder, model_file: str) -> None:
-    """Each golden text's embedding within GOLDEN_MIN_COSINE of the recorded one. INT8 and
-    fp32 embeddings are that close as well, so one recorded vector serves both graphs."""
+    """Each golden text's embedding within GOLDEN_MIN_COSINE of the recorded one (the fp32
+    graph: GOLDEN_MIN_COSINE_FP32)."""
+    bound = GOLDEN_MIN_COSINE_FP32 if model_file == FP32_MODEL_FILE else GOLDEN_MIN_COSINE
     for example in encoder.manifest.golden:
         if example.embedding is None:
             continue
@@ -58,11 +62,10 @@ def check_golden_embeddings(encoder: Encoder, model_file: str) -> None:
                 f"values, the graph gives {got.shape[0]}"
             )
         cosine = float(got @ expected / max(float(np.linalg.norm(expected)), 1e-12))
-        if cosine < GOLDEN_MIN_COSINE:
+        if cosine < bound:
             raise BundleError(
                 f"{encoder.bundle_dir / model_file}: golden example {example.text[:40]!r} "
-                f"embeds at cosine {cosine:.4f} from the recorded one (need >= "
-                f"{GOLDEN_MIN_COSINE})"
+                f"embeds at cosine {cosine:.4f} from the recorded one (need >= {bound})"
             )
 
 

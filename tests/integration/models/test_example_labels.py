@@ -181,3 +181,32 @@ def test_routes_that_cannot_work_are_startup_failures(
         assert result.returncode == 3, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_labels_check_and_classify_with_examples_from_a_shell(
+    tmp_path: Path, tiny_encoder: Path
+) -> None:
+    examples = _write_examples(tmp_path / "labels.yaml", {**EXAMPLES, "door": ["door open"]})
+    checked = run_cli("labels", "check", str(examples), "--bundle", str(tiny_encoder))
+    assert checked.returncode == 0, checked.stderr
+    rows = {line.split()[0]: line.split() for line in checked.stdout.splitlines()[1:5]}
+    assert set(rows) == {*EXAMPLES, "door"}
+    assert rows["alarm"][1] == "3" and rows["door"][1:3] == ["1", "-"]
+    assert "`other` below cosine" in checked.stdout and "(auto)" in checked.stdout
+    assert "one example only (cannot be checked; add more): door" in checked.stdout
+
+    labelled = run_cli(
+        "classify", "--bundle", str(tiny_encoder), "--examples", str(examples),
+        "smoke alarm in the kitchen", "",
+    )  # fmt: skip
+    assert labelled.returncode == 0, labelled.stderr
+    first, second = (json.loads(line) for line in labelled.stdout.splitlines())
+    assert first["label"] in (*EXAMPLES, "door", "other")
+    assert first["model"]["version"] == _revision(examples)
+    assert second["error"]["code"] == "empty_text"
+
+    broken = tmp_path / "broken.csv"
+    broken.write_text("text,category\nfire,alarm\n")
+    failed = run_cli("labels", "check", str(broken), "--bundle", str(tiny_encoder))
+    assert failed.returncode == 3
+    assert failed.stderr.strip().count("\n") == 0 and "`label` columns" in failed.stderr
