@@ -76,6 +76,13 @@ class BrokerConfig:
     keepalive_s: int = 30
     session_expiry_s: int = 86400
     receive_maximum: int = 64
+    # MQTT 5 Maximum Packet Size: the broker never sends the agent a larger packet, so a
+    # 200 MB (retained) payload cannot exhaust a device's memory before any size check. The
+    # broker drops such a message without telling its publisher or the agent: the one kind
+    # of message the agent cannot answer, hence a bound well above limits.max_payload_bytes
+    # (those get a payload_too_large error result) and above an OTA chunk (at most 1 MiB).
+    # 0: no bound (MQTT 3.1.1 has none; docs/security.md).
+    maximum_packet_size: int = 2 * 2**20
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     # Resolved at load time from password_file / password_env / credential / environment;
@@ -263,6 +270,7 @@ def _check_semantics(config: Config) -> None:
         ("broker.keepalive_s", config.broker.keepalive_s, 1, 65535),
         ("broker.receive_maximum", config.broker.receive_maximum, 1, 65535),
         ("broker.session_expiry_s", config.broker.session_expiry_s, 0, 2**32 - 1),
+        ("broker.maximum_packet_size", config.broker.maximum_packet_size, 0, 2**28 - 1),
         ("batching.max_batch", config.batching.max_batch, 1, 4096),
         ("limits.max_payload_bytes", config.limits.max_payload_bytes, 1, 256 * 2**20),
         ("limits.max_text_bytes", config.limits.max_text_bytes, 1, 256 * 2**20),
@@ -272,6 +280,13 @@ def _check_semantics(config: Config) -> None:
     for path, value, low, high in positive:
         if not low <= value <= high:
             raise ConfigError(f"{path}: expected an integer from {low} to {high}, got {value}")
+    packet_floor = config.limits.max_payload_bytes + 2**16  # topic, properties, header
+    if 0 < config.broker.maximum_packet_size < packet_floor:
+        raise ConfigError(
+            f"broker.maximum_packet_size: expected 0 or at least limits.max_payload_bytes + 65536"
+            f" ({packet_floor}), got {config.broker.maximum_packet_size}: larger payloads would"
+            " vanish at the broker instead of getting a payload_too_large error"
+        )
     for path, number in (
         ("batching.max_wait_ms", config.batching.max_wait_ms),
         ("broker.reconnect_min_s", config.broker.reconnect_min_s),

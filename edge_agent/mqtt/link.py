@@ -141,6 +141,8 @@ class MqttLink:
             properties = new_properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = self._broker.session_expiry_s
             properties.ReceiveMaximum = receive_maximum
+            if self._broker.maximum_packet_size:
+                properties.MaximumPacketSize = self._broker.maximum_packet_size
         self._client.connect_async(
             self._broker.host,
             self._broker.port,

@@ -193,3 +193,57 @@ def test_a_retained_input_is_labelled_once_not_again_on_every_reconnect(
     second = [i for i, line in enumerate(lines) if line["event"] == "broker_connected"][1]
     after = [line for line in lines[second:] if line["event"] == "batch_done"]
     assert sum(int(str(line["labelled"])) for line in after) == 1, after
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status", encoding="ascii"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_payloads_past_the_maximum_packet_size_never_reach_the_agents_memory(
+    broker: Broker, client: TestClient, make_agent: AgentMaker
+) -> None:
+    """Before, the client set no MQTT 5 Maximum Packet Size: a 200 MB retained payload was
+    read whole into memory on the network thread, before any size check, on every restart.
+    Now the broker keeps packets over broker.maximum_packet_size from the agent; payloads
+    between limits.max_payload_bytes and that bound get a payload_too_large error."""
+    agent = make_agent(
+        broker.port,
+        client_id="big",
+        broker={"maximum_packet_size": 1 << 20},
+        limits={"max_payload_bytes": 64 << 10},
+    )
+    client.subscribe("big/in/+/label", "edge-agent/big/errors", "edge-agent/big/status")
+    agent.wait_online(client, "edge-agent/big/status")
+    assert agent.process is not None
+    before = _rss_kib(agent.process.pid)
+    huge = b"x" * (64 << 20)
+    for retained in (False, True):
+        subprocess.run(
+            [
+                *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1"),
+                *("-t", "big/in/huge", "-s", *(["-r"] if retained else [])),
+            ],
+            input=huge,
+            check=True,
+            timeout=60,
+        )
+    client.publish("big/in/large", b"y" * (200 << 10))
+    client.publish("big/in/after", "door open")
+    client.wait_for(1, topic_prefix="big/in/after/label", timeout_s=30)
+    errors = client.wait_for(1, topic_prefix="edge-agent/big/errors", timeout_s=30)
+    assert [(e.json()["topic"], e.json()["error"]["code"]) for e in errors] == [
+        ("big/in/large", "payload_too_large")
+    ]
+    assert _rss_kib(agent.process.pid) - before < 32 << 10  # far below one 64 MiB payload
+    # The retained 64 MiB copy is not delivered on a restart either.
+    agent.stop()
+    agent.start()
+    agent.wait_online(client, "edge-agent/big/status")
+    client.publish("big/in/again", "window closed")
+    client.wait_for(1, topic_prefix="big/in/again/label", timeout_s=30)
+    assert not client.messages("big/in/huge/label")
+    assert len(client.messages("edge-agent/big/errors")) == 1
+    assert agent.process.poll() is None

@@ -34,6 +34,13 @@ def test_defaults_fill_everything_but_routes(tmp_path: Path) -> None:
     assert config.models_dir == tmp_path / "models"
     assert config.state_path == tmp_path / "state"
     assert config.topic(config.topics.status) == "edge-agent/edge-agent/status"
+    assert config.broker.maximum_packet_size == 2 * 2**20
+    assert config.routes[0].examples is None
+
+
+def test_an_examples_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = build({"routes": [{**ROUTE, "model": "encoder", "examples": "l.yaml"}]}, tmp_path)
+    assert config.routes[0].examples == str((tmp_path / "l.yaml").resolve())
 
 
 def test_wrong_type_names_the_dotted_path(tmp_path: Path) -> None:
@@ -72,6 +79,11 @@ def test_wrong_type_names_the_dotted_path(tmp_path: Path) -> None:
         ({"routes": [{**ROUTE, "group": "a/b"}]}, "routes[0].group: expected a name without"),
         ({"routes": [{"subscribe": "chat/#", "model": "m"}]}, "routes[0].publish: results on"),
         ({"routes": "nope"}, "routes: expected a list, got 'nope'"),
+        (
+            {"routes": [ROUTE], "broker": {"maximum_packet_size": 100_000}},
+            "broker.maximum_packet_size: expected 0 or at least limits.max_payload_bytes",
+        ),
+        ({"routes": [{**ROUTE, "examples": " "}]}, "routes[0].examples: expected a file path"),
         ({"routes": [ROUTE], "topics": {"errors": "x/+/y"}}, "topics.errors: expected no wildcard"),
     ],
 )
