@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 from tests.support.agent_process import AgentMaker
 from tests.support.broker import Broker
@@ -196,7 +197,8 @@ def test_a_retained_input_is_labelled_once_not_again_on_every_reconnect(
 
 
 def _rss_kib(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status", encoding="ascii"):
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
