@@ -188,11 +188,20 @@ def test_a_retained_input_is_labelled_once_not_again_on_every_reconnect(
         timeout=10,
     )
     client.wait_for(1, topic_prefix="keep/in/b/label", timeout_s=30)
+
     # What the agent labelled after it reconnected, from its own log (this test's client
     # reconnects later and would miss a replay's label): keep/in/b alone.
-    lines = agent.log_lines()
-    second = [i for i, line in enumerate(lines) if line["event"] == "broker_connected"][1]
-    after = [line for line in lines[second:] if line["event"] == "batch_done"]
+    # The batch's log line follows its publish: wait for it, then for a replay to show.
+    def labelled_since_reconnect() -> list[dict[str, object]]:
+        lines = agent.log_lines()
+        second = [i for i, line in enumerate(lines) if line["event"] == "broker_connected"][1]
+        return [line for line in lines[second:] if line["event"] == "batch_done"]
+
+    deadline = time.monotonic() + 10
+    while not labelled_since_reconnect() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    after = labelled_since_reconnect()
     assert sum(int(str(line["labelled"])) for line in after) == 1, after
 
 
