@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument(
+        "--hidden-weight", type=float, default=1.0, help="per-layer hidden-state loss weight"
+    )
+    parser.add_argument(
         "--init", type=Path, help="start from this student checkpoint (a second round)"
     )
     parser.add_argument(
@@ -148,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         started = time.monotonic()
         options = EncoderOptions(
-            epochs=args.epochs, learning_rate=args.learning_rate, seed=SEED + int(bool(args.init))
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            hidden_weight=args.hidden_weight,
+            seed=SEED + int(bool(args.init)),
         )
         distil_encoder(student, teacher, train_ids, options=options, work=work, log=log)
         figures = cosine_report(student_embeddings(student, held_ids), target)

@@ -224,7 +224,7 @@ def distil_encoder(
                     "step": step,
                     "of": total_steps,
                     "cosine": round(1 - float(np.mean(running)), 4),
-                    "loss": round(float(loss), 4),
+                    "loss": round(float(loss.detach()), 4),
                 }
             )
             running.clear()

@@ -1,0 +1,67 @@
+"""The encoder recipe's toolkit on the real all-MiniLM-L6-v2 weights: the SqueezeBERT copy with
+one group reproduces the teacher's sentence embeddings exactly, a few distillation steps move
+the grouped student towards them, and an interrupted run resumes from its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.toolkit.train.data import encode_texts
+from edge_agent.toolkit.train.embedding import (
+    EncoderOptions,
+    distil_encoder,
+    grouped_student,
+    load_teacher,
+    student_embeddings,
+    teacher_embeddings,
+)
+from edge_agent.toolkit.train.minilm import minilm_dir
+from tests.support.bundles import SAMPLE_TEXTS
+
+TEXTS = [
+    *SAMPLE_TEXTS,
+    "smoke detected in the kitchen",
+    "battery low on the hallway sensor",
+    "what is the weather like in paris tomorrow",
+    "set a timer for ten minutes",
+    "disk usage above 90 percent on node 4",
+    "i really did not enjoy that film",
+]
+
+
+def _ids() -> list[list[int]]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    return encode_texts(tokenizer, TEXTS, 32)
+
+
+def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum(axis=1).mean())
+
+
+def test_one_group_is_the_teacher_and_distillation_moves_the_grouped_student(
+    tmp_path: Path,
+) -> None:
+    teacher, ids = load_teacher(), _ids()
+    target = teacher_embeddings(teacher, ids)
+    assert np.allclose(np.linalg.norm(target, axis=1), 1.0, atol=1e-5)
+    dense = student_embeddings(grouped_student(teacher, ids, groups=1), ids)
+    assert np.abs(dense - target).max() < 1e-4
+
+    student = grouped_student(teacher, ids, groups=4)
+    before = _mean_cosine(student_embeddings(student, ids), target)
+    events: list[dict[str, Any]] = []
+    options = EncoderOptions(epochs=8, batch_size=8, learning_rate=3e-4, warmup_steps=2)
+    distil_encoder(student, teacher, ids, options=options, work=tmp_path, log=events.append)
+    after = _mean_cosine(student_embeddings(student, ids), target)
+    assert after > before + 0.05, (before, after)
+
+    # A second call finds the finished run's checkpoint and trains no further.
+    again = grouped_student(teacher, ids, groups=4)
+    distil_encoder(again, teacher, ids, options=options, work=tmp_path, log=events.append)
+    assert events[-1]["resumed_at_step"] == events[-2]["of"]
+    assert _mean_cosine(student_embeddings(again, ids), target) == after
