@@ -48,7 +48,9 @@ from edge_agent.ota.stage import (
     discard_staging,
     has_outcome,
     install_bundle,
+    newest_created,
     point_current,
+    record_created,
     record_outcome,
     staged_update_ids,
 )
@@ -223,6 +225,14 @@ class OtaReceiver:
             raise UpdateRejectedError(
                 f"needs agent {needed}, this is {self._settings.agent_version}"
             )
+        newest = newest_created(self._ota_dir, manifest.name)
+        if manifest.downgrade and newest is not None and manifest.created <= newest:
+            # A downgrade, validly signed but older than an update installed since: replayed
+            # from the broker's history, it would undo that newer decision.
+            raise UpdateRejectedError(
+                f"stale downgrade: created {manifest.created.isoformat()}, not after the newest"
+                f" update installed for {manifest.name} (created {newest.isoformat()})"
+            )
         if not rollback:
             return
         installed = highest_installed_version(self._models_dir, manifest.name)
@@ -323,6 +333,7 @@ class OtaReceiver:
         except (UpdateRejectedError, OSError) as exc:
             return actions + self._abandon(transfer, f"install failed: {exc}")
         record_outcome(self._ota_dir, manifest.update_id, {"state": "installed"})
+        record_created(self._ota_dir, manifest.name, manifest.created)
         discard_staging(self._ota_dir, manifest.update_id)
         del self._transfers[manifest.update_id]
         self._installed[(manifest.name, manifest.version)] = manifest
@@ -338,6 +349,7 @@ class OtaReceiver:
         if manifest.downgrade:
             point_current(self._models_dir, manifest.name, manifest.version)
         record_outcome(self._ota_dir, manifest.update_id, {"state": "installed"})
+        record_created(self._ota_dir, manifest.name, manifest.created)
         return [self._report("installed", manifest, reason="already installed")]
 
     def _abandon(self, transfer: _Transfer, reason: str) -> list[Action]:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +30,9 @@ from edge_agent.ota.manifest import FileSpec, UpdateManifest, UpdateRejectedErro
 ENVELOPE_FILE: Final = "envelope.json"
 BUNDLE_DIR: Final = "bundle"
 OUTCOMES_DIR: Final = "outcomes"
+# Per model, the `created` time of the newest update installed: a signed downgrade created
+# before it is a replay of an older decision (receiver._check_admissible).
+NEWEST_CREATED_FILE: Final = "newest-created.json"
 PART_SUFFIX: Final = ".part"
 READ_BLOCK: Final = 1 << 20
 
@@ -183,6 +187,33 @@ def record_outcome(ota_dir: Path, update_id: str, outcome: dict[str, object]) ->
     outcomes = ota_dir / OUTCOMES_DIR
     outcomes.mkdir(parents=True, exist_ok=True)
     write_atomic(outcomes / f"{update_id}.json", json.dumps(outcome).encode())
+
+
+def record_created(ota_dir: Path, name: str, created: datetime) -> None:
+    """Remember the signing time of the newest update installed for model `name`."""
+    newest = newest_created(ota_dir, name)
+    if newest is not None and newest >= created:
+        return
+    path = ota_dir / NEWEST_CREATED_FILE
+    known = _read_created(path)
+    known[name] = created.isoformat()
+    ota_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(known, sort_keys=True).encode())
+
+
+def newest_created(ota_dir: Path, name: str) -> datetime | None:
+    value = _read_created(ota_dir / NEWEST_CREATED_FILE).get(name)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _read_created(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}  # absent, or damaged: the version floor still holds on its own
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
 
 
 def has_outcome(ota_dir: Path, update_id: str) -> bool:

@@ -67,6 +67,7 @@ def push(
     *,
     target: Target | None = None,
     signer: Signer | None = None,
+    now: datetime = NOW,
     **options: object,
 ) -> Update:
     return build_update(
@@ -74,7 +75,7 @@ def push(
         signer or operator.signer,
         target or Target(device=DEVICE),
         prefix=PREFIX,
-        now=NOW,
+        now=now,
         chunk_size=CHUNK,
         **options,  # type: ignore[arg-type]
     )

@@ -254,6 +254,36 @@ def test_downgrade_is_refused_unless_signed_as_one(
     assert (device.models_dir / "sentiment" / "current").readlink() == Path("1.5.0")
 
 
+def test_a_replayed_downgrade_older_than_the_last_update_is_refused(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    """A validly signed downgrade that the device never saw (it was offline), replayed from
+    the broker's history after a newer update went in, would undo that newer decision."""
+    device = make_device(clock=NOW + timedelta(hours=4))
+    deliver(device, retained(push(operator, bundle_files(version="2.0.0"))))
+    assert device.last_state == "installed"
+    old_downgrade = push(
+        operator, bundle_files(version="1.5.0"), downgrade=True, now=NOW + timedelta(hours=1)
+    )
+    deliver(
+        device,
+        retained(push(operator, bundle_files(version="3.0.0"), now=NOW + timedelta(hours=2))),
+    )
+    assert device.last_state == "installed"
+
+    deliver(device, retained(old_downgrade))
+    assert device.last_state == "rejected"
+    assert device.last_reason.startswith("stale downgrade: created 2026-11-23T10:40:00+00:00")
+    assert not (device.models_dir / "sentiment" / "1.5.0").exists()
+
+    fresh = push(
+        operator, bundle_files(version="1.5.0"), downgrade=True, now=NOW + timedelta(hours=3)
+    )
+    deliver(device, retained(fresh))
+    assert device.last_state == "installed"
+    assert (device.models_dir / "sentiment" / "current").readlink() == Path("1.5.0")
+
+
 def _sealed(operator: Operator, edit: dict[str, object]) -> bytes:
     """A signed payload the push side would never build (it validates): a hostile operator."""
     update = push(operator, bundle_files())
