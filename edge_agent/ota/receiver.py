@@ -17,7 +17,6 @@ with the signed one -> fsync, rename into `<models_dir>/<name>/<version>`.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from edge_agent.ota.manifest import (
 from edge_agent.ota.stage import (
     ENVELOPE_FILE,
     Staging,
+    check_free_space,
     discard_staging,
     has_outcome,
     install_bundle,
@@ -58,7 +58,6 @@ from edge_agent.ota.stage import (
 DEFAULT_PREFIX: Final = "edge-agent/ota"
 DEFAULT_WINDOW: Final = 8
 UNSERVED_REASON: Final = "no route uses this model: kept on disk, loaded once a route names it"
-FREE_SPACE_MARGIN_BYTES: Final = 16 << 20  # what logs and journals keep needing meanwhile
 PROGRESS_STEPS: Final = 10  # a progress report per tenth of the chunks, not per chunk
 
 
@@ -153,9 +152,12 @@ class OtaReceiver:
                 self._check_admissible(manifest, rollback=False)
                 return self._finish_already_installed(manifest)
             self._check_admissible(manifest)
-            self._check_free_space(manifest)
         except UpdateRejectedError as exc:
             return self._reject_manifest(update_id, manifest, str(exc))
+        try:
+            check_free_space(self._ota_dir, manifest)
+        except UpdateRejectedError as exc:  # space may be freed: tried again on redelivery
+            return [self._report("failed", manifest, reason=str(exc), update_id=update_id)]
         staging = Staging.create(self._ota_dir, manifest, envelope)
         transfer = _Transfer(
             manifest,
@@ -196,18 +198,6 @@ class OtaReceiver:
         return [self._report("rejected", manifest, reason=f"model store refused it: {error}")]
 
     # ------------------------------------------------------------------ checks
-
-    def _check_free_space(self, manifest: UpdateManifest) -> None:
-        """Staging holds the bundle once and installing copies it once more, on a device
-        whose models and state share one SD card: refuse up front rather than fail half-way
-        (a full disk would also stall the logs and the attempt journal)."""
-        self._ota_dir.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self._ota_dir).free
-        needed = 2 * manifest.total_bytes + FREE_SPACE_MARGIN_BYTES
-        if free < needed:
-            raise UpdateRejectedError(
-                f"not enough free space: the update needs {needed} bytes, {free} are free"
-            )
 
     def _check_admissible(self, manifest: UpdateManifest, *, rollback: bool = True) -> None:
         target = manifest.target
@@ -330,8 +320,13 @@ class OtaReceiver:
             model_dir = self._models_dir / manifest.name
             if manifest.downgrade or (model_dir / CURRENT_LINK).is_symlink():
                 point_current(self._models_dir, manifest.name, manifest.version)
-        except (UpdateRejectedError, OSError) as exc:
+        except UpdateRejectedError as exc:
             return actions + self._abandon(transfer, f"install failed: {exc}")
+        except OSError as exc:
+            # A disk that is full or failing now may not be later: no final outcome, the
+            # verified chunks stay staged, and the next delivery of the (retained) update,
+            # on reconnect or restart, installs it from them.
+            return actions + self._abandon(transfer, f"install failed: {exc}", final=False)
         record_outcome(self._ota_dir, manifest.update_id, {"state": "installed"})
         record_created(self._ota_dir, manifest.name, manifest.created)
         discard_staging(self._ota_dir, manifest.update_id)
@@ -352,12 +347,18 @@ class OtaReceiver:
         record_created(self._ota_dir, manifest.name, manifest.created)
         return [self._report("installed", manifest, reason="already installed")]
 
-    def _abandon(self, transfer: _Transfer, reason: str) -> list[Action]:
+    def _abandon(self, transfer: _Transfer, reason: str, *, final: bool = True) -> list[Action]:
+        """Stop a transfer: `rejected` for good, or (not final) `failed`, to be tried again
+        when the update is delivered again."""
         manifest = transfer.manifest
         self._transfers.pop(manifest.update_id, None)
         still_wanted = {t for other in self._transfers.values() for t in other.subscribed}
         dropped = tuple(sorted(set(transfer.subscribed) - still_wanted))
-        actions: list[Action] = self._reject_manifest(manifest.update_id, manifest, reason)
+        actions: list[Action] = (
+            self._reject_manifest(manifest.update_id, manifest, reason)
+            if final
+            else [self._report("failed", manifest, reason=reason)]
+        )
         return [Unsubscribe(dropped), *actions] if dropped else actions
 
     def _reject_manifest(

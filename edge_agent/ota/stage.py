@@ -33,6 +33,7 @@ OUTCOMES_DIR: Final = "outcomes"
 # Per model, the `created` time of the newest update installed: a signed downgrade created
 # before it is a replay of an older decision (receiver._check_admissible).
 NEWEST_CREATED_FILE: Final = "newest-created.json"
+FREE_SPACE_MARGIN_BYTES: Final = 16 << 20  # what logs and journals keep needing meanwhile
 PART_SUFFIX: Final = ".part"
 READ_BLOCK: Final = 1 << 20
 
@@ -187,6 +188,19 @@ def record_outcome(ota_dir: Path, update_id: str, outcome: dict[str, object]) ->
     outcomes = ota_dir / OUTCOMES_DIR
     outcomes.mkdir(parents=True, exist_ok=True)
     write_atomic(outcomes / f"{update_id}.json", json.dumps(outcome).encode())
+
+
+def check_free_space(ota_dir: Path, manifest: UpdateManifest) -> None:
+    """Staging holds the bundle once and installing copies it once more, on a device whose
+    models and state share one SD card: refuse up front rather than fail half-way (a full
+    disk would also stall the logs and the attempt journal)."""
+    ota_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(ota_dir).free
+    needed = 2 * manifest.total_bytes + FREE_SPACE_MARGIN_BYTES
+    if free < needed:
+        raise UpdateRejectedError(
+            f"not enough free space: the update needs {needed} bytes, {free} are free"
+        )
 
 
 def record_created(ota_dir: Path, name: str, created: datetime) -> None:

@@ -284,6 +284,26 @@ def test_a_replayed_downgrade_older_than_the_last_update_is_refused(
     assert (device.models_dir / "sentiment" / "current").readlink() == Path("1.5.0")
 
 
+def test_an_install_that_fails_on_the_disk_is_tried_again_on_the_next_delivery(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    """Before, any failure while installing was recorded as a final outcome: a transient
+    disk error refused that update for ever."""
+    device = make_device()
+    blocker = device.models_dir / "sentiment"
+    device.models_dir.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the model folder goes")  # the install's rename fails
+    update = retained(push(operator, bundle_files(version="2.0.0")))
+    deliver(device, update)
+    assert device.last_state == "failed"
+    assert device.last_reason.startswith("install failed:")
+
+    blocker.unlink()
+    deliver(device, update)  # the retained update again, as on a reconnect
+    assert device.last_state == "installed"
+    assert (device.models_dir / "sentiment" / "2.0.0" / "model.onnx").is_file()
+
+
 def _sealed(operator: Operator, edit: dict[str, object]) -> bytes:
     """A signed payload the push side would never build (it validates): a hostile operator."""
     update = push(operator, bundle_files())
