@@ -8,6 +8,7 @@ parsed.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Protocol
 
@@ -65,6 +66,27 @@ def check_sizes(bundle_dir: Path, manifest: Manifest) -> None:
             raise BundleError(f"{path}: listed in the manifest but missing") from error
         if size != entry.size:
             raise BundleError(f"{path}: size {size} differs from the manifest's {entry.size}")
+
+
+def read_verified(bundle_dir: Path, manifest: Manifest, name: str) -> bytes:
+    """A listed file's bytes, read once and checked against the manifest's size and sha256.
+
+    The engine builds sessions and tokenizers from these bytes, never by opening the path
+    again: a file swapped after `verify_bundle` hashed it (a local writer racing a load)
+    can then not be what runs, signed bundle or not.
+    """
+    path = bundle_dir / name
+    entry = manifest.files.get(name)
+    if entry is None:
+        raise BundleError(f"{path}: not listed in the manifest")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(entry.size + 1)
+    except OSError as error:
+        raise BundleError(f"{path}: cannot read: {error.strerror or error}") from error
+    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise BundleError(f"{path}: changed since it was verified (size or sha256 differs)")
+    return data
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 
 from edge_agent.bundle.layout import FP32_MODEL_FILE, TOKENIZER_FILE, BundleError
 from edge_agent.bundle.manifest import Manifest
-from edge_agent.bundle.verify import Verifier, verify_bundle
+from edge_agent.bundle.verify import Verifier, read_verified, verify_bundle
 from edge_agent.engine.out_of_scope import out_of_scope_rows
 from edge_agent.engine.prediction import ClassifyTiming, LabelScore, Prediction
 from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, choose_precision
@@ -138,7 +138,11 @@ def load_classifier(
     manifest = verify_bundle(bundle_dir, keyring)
     if manifest.task == "embedding":
         raise BundleError(f"{bundle_dir}: an embedding bundle, not a classifier")
-    tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE, manifest.max_seq_len)
+    tokenizer = load_tokenizer(
+        bundle_dir / TOKENIZER_FILE,
+        manifest.max_seq_len,
+        data=read_verified(bundle_dir, manifest, TOKENIZER_FILE),
+    )
     chosen, model_file, session = choose_precision(
         bundle_dir, manifest, tokenizer, precision=precision, threads=threads, output=OUTPUT_NAME
     )

@@ -16,7 +16,7 @@ from typing import Final
 import numpy as np
 
 from edge_agent.bundle.layout import FP32_MODEL_FILE, TOKENIZER_FILE, BundleError
-from edge_agent.bundle.verify import Verifier, verify_bundle
+from edge_agent.bundle.verify import Verifier, read_verified, verify_bundle
 from edge_agent.engine.prediction import ClassifyTiming
 from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, choose_precision
 from edge_agent.engine.session import EMBEDDINGS_NAME, load_tokenizer
@@ -81,7 +81,11 @@ def load_encoder(
     manifest = verify_bundle(bundle_dir, keyring)
     if manifest.task != "embedding":
         raise BundleError(f"{bundle_dir}: a {manifest.task} bundle, not an embedding bundle")
-    tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE, manifest.max_seq_len)
+    tokenizer = load_tokenizer(
+        bundle_dir / TOKENIZER_FILE,
+        manifest.max_seq_len,
+        data=read_verified(bundle_dir, manifest, TOKENIZER_FILE),
+    )
     chosen, model_file, session = choose_precision(
         bundle_dir,
         manifest,

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, BundleError
 from edge_agent.bundle.manifest import Manifest
+from edge_agent.bundle.verify import read_verified
 from edge_agent.engine.prediction import ClassifyTiming
 from edge_agent.engine.session import open_session
 from edge_agent.telemetry.logs import get_logger
@@ -127,14 +128,20 @@ def choose_precision(
     if precision not in ("auto", "int8", "fp32"):
         raise ValueError(f"precision must be auto, int8 or fp32, not {precision!r}")
     has_fp32 = FP32_MODEL_FILE in manifest.files
+
+    def session(name: str) -> ort.InferenceSession:
+        # From the bytes whose hash was checked, not from the path again (verify.py).
+        data = read_verified(bundle_dir, manifest, name)
+        return open_session(bundle_dir / name, threads, output, model_bytes=data)
+
     if precision == "fp32":
         if not has_fp32:
             raise BundleError(f"{bundle_dir / FP32_MODEL_FILE}: fp32 requested but not in bundle")
-        return "fp32", FP32_MODEL_FILE, open_session(bundle_dir / FP32_MODEL_FILE, threads, output)
-    int8 = open_session(bundle_dir / MODEL_FILE, threads, output)
+        return "fp32", FP32_MODEL_FILE, session(FP32_MODEL_FILE)
+    int8 = session(MODEL_FILE)
     if precision == "int8" or not has_fp32:
         return "int8", MODEL_FILE, int8
-    fp32 = open_session(bundle_dir / FP32_MODEL_FILE, threads, output)
+    fp32 = session(FP32_MODEL_FILE)
     feeds = _timing_feeds(tokenizer, min(32, manifest.max_seq_len))
     int8_s, fp32_s = _time_session(int8, feeds), _time_session(fp32, feeds)
     chosen = "int8" if int8_s <= fp32_s else "fp32"

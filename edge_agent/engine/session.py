@@ -55,13 +55,19 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def open_session(
-    model_path: Path, threads: int | None = None, output: str = OUTPUT_NAME
+    model_path: Path,
+    threads: int | None = None,
+    output: str = OUTPUT_NAME,
+    *,
+    model_bytes: bytes | None = None,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session whose interface matches the bundle contract (its one output
-    named `output`)."""
+    named `output`); built from `model_bytes` when given (`model_path` then only names it)."""
     try:
         session = ort.InferenceSession(
-            str(model_path), session_options(threads), providers=["CPUExecutionProvider"]
+            model_bytes if model_bytes is not None else str(model_path),
+            session_options(threads),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as error:  # onnxruntime raises its own untyped exceptions
         raise BundleError(f"{model_path}: onnxruntime cannot load it: {error}") from error
@@ -79,9 +85,13 @@ def open_session(
     return session
 
 
-def load_tokenizer(path: Path, max_seq_len: int) -> Tokenizer:
+def load_tokenizer(path: Path, max_seq_len: int, *, data: bytes | None = None) -> Tokenizer:
+    """The tokenizer of `path` (from `data` when given), truncating at max_seq_len."""
     try:
-        tokenizer = Tokenizer.from_file(str(path))
+        if data is not None:
+            tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+        else:
+            tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:  # tokenizers raises a bare Exception subclass from Rust
         raise BundleError(f"{path}: not a valid tokenizers file: {error}") from error
     return configure_tokenizer(tokenizer, max_seq_len)

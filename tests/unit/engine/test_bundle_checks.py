@@ -166,3 +166,20 @@ def test_a_manifest_over_the_format_limit_is_refused_unread(tiny_copy: Path) -> 
     manifest.write_bytes(manifest.read_bytes() + b" " * (1 << 20))
     with pytest.raises(BundleError, match=r"manifest\.json: larger than 1048576 bytes"):
         load_classifier(tiny_copy, precision="int8")
+
+
+def test_the_engine_runs_the_bytes_it_hashed_not_the_path_reopened(tiny_copy: Path) -> None:
+    """Sessions and tokenizers are built from `read_verified` bytes: a file that changes
+    after verify_bundle hashed it is refused when read, never run."""
+    from edge_agent.bundle.verify import read_verified, verify_bundle
+
+    manifest = verify_bundle(tiny_copy)
+    data = read_verified(tiny_copy, manifest, "model.onnx")
+    assert data == (tiny_copy / "model.onnx").read_bytes()
+    swapped = bytearray(data)
+    swapped[-1] ^= 0xFF
+    (tiny_copy / "model.onnx").write_bytes(bytes(swapped))  # same size, other bytes
+    with pytest.raises(BundleError, match="changed since it was verified"):
+        read_verified(tiny_copy, manifest, "model.onnx")
+    with pytest.raises(BundleError, match="not listed"):
+        read_verified(tiny_copy, manifest, "extra.bin")
