@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +28,7 @@ from edge_agent.bundle.keys import Keyring
 from edge_agent.bundle.layout import CURRENT_LINK, MANIFEST_FILE, ONNX_FILES
 from edge_agent.bundle.versions import highest_installed_version
 from edge_agent.ota.actions import Action, Installed, Report, Subscribe, Unsubscribe
+from edge_agent.ota.admission import check_admissible
 from edge_agent.ota.manifest import (
     FileSpec,
     UpdateManifest,
@@ -36,7 +37,6 @@ from edge_agent.ota.manifest import (
     chunk_topic,
     open_envelope,
     parse_payload,
-    parse_version,
     report_topic,
     update_id_of,
     update_topic,
@@ -57,6 +57,8 @@ from edge_agent.ota.stage import (
 
 DEFAULT_PREFIX: Final = "edge-agent/ota"
 DEFAULT_WINDOW: Final = 8
+MAX_TRANSFERS: Final = 2  # updates downloading at once
+STALL_TIMEOUT: Final = timedelta(minutes=10)  # without a stored chunk
 UNSERVED_REASON: Final = "no route uses this model: kept on disk, loaded once a route names it"
 PROGRESS_STEPS: Final = 10  # a progress report per tenth of the chunks, not per chunk
 
@@ -81,6 +83,7 @@ class _Transfer:
     subscribed: dict[str, tuple[FileSpec, int]] = field(default_factory=dict)
     verified_files: set[str] = field(default_factory=set)
     reported_step: int = -1
+    last_progress: datetime | None = None  # when it began or last stored a chunk
 
     @property
     def received(self) -> int:
@@ -126,11 +129,28 @@ class OtaReceiver:
         return actions
 
     def on_message(self, topic: str, payload: bytes) -> list[Action]:
+        actions = self._drop_stalled()
         if topic in self._update_topics:
-            return self.on_manifest(payload)
+            return actions + self.on_manifest(payload)
         if topic.startswith(self._blob_prefix):
-            return self.on_chunk(topic, payload)
-        return []
+            return actions + self.on_chunk(topic, payload)
+        return actions
+
+    def _drop_stalled(self) -> list[Action]:
+        """Transfers that stored no chunk for STALL_TIMEOUT give their slot back (`failed`,
+        not final: their staged chunks stay, and the update's next delivery resumes it)."""
+        now = self._clock()
+        stalled = [
+            t
+            for t in self._transfers.values()
+            if t.last_progress is not None and now - t.last_progress > STALL_TIMEOUT
+        ]
+        actions: list[Action] = []
+        for transfer in stalled:
+            minutes = int(STALL_TIMEOUT.total_seconds() // 60)
+            reason = f"stalled: no chunk for {minutes} minutes"
+            actions += self._abandon(transfer, reason, final=False)
+        return actions
 
     def on_manifest(self, envelope: bytes) -> list[Action]:
         if not envelope:
@@ -158,6 +178,11 @@ class OtaReceiver:
             check_free_space(self._ota_dir, manifest)
         except UpdateRejectedError as exc:  # space may be freed: tried again on redelivery
             return [self._report("failed", manifest, reason=str(exc), update_id=update_id)]
+        if len(self._transfers) >= MAX_TRANSFERS:
+            # Each transfer holds staging space and chunk subscriptions; replayed or piled-up
+            # updates wait their turn (their next delivery, on reconnect) rather than pile up.
+            reason = f"busy: {len(self._transfers)} updates already downloading"
+            return [self._report("failed", manifest, reason=reason, update_id=update_id)]
         staging = Staging.create(self._ota_dir, manifest, envelope)
         transfer = _Transfer(
             manifest,
@@ -167,6 +192,7 @@ class OtaReceiver:
                 for spec in manifest.files.values()
             },
         )
+        transfer.last_progress = self._clock()
         self._transfers[update_id] = transfer
         actions: list[Action] = [self._progress_report(transfer)]
         for spec in manifest.files.values():
@@ -200,39 +226,17 @@ class OtaReceiver:
     # ------------------------------------------------------------------ checks
 
     def _check_admissible(self, manifest: UpdateManifest, *, rollback: bool = True) -> None:
-        target = manifest.target
-        if target.device is not None and target.device != self._settings.device_id:
-            raise UpdateRejectedError(f"update targets device {target.device!r}, not this device")
-        if target.fleet is not None and target.fleet != self._settings.fleet:
-            raise UpdateRejectedError(f"update targets fleet {target.fleet!r}, not this device's")
-        now = self._clock()
-        if now >= manifest.expires:
-            raise UpdateRejectedError(f"expired at {manifest.expires.isoformat()}")
-        needed = manifest.min_agent_version
-        if needed is not None and parse_version(needed) > parse_version(
-            self._settings.agent_version
-        ):
-            raise UpdateRejectedError(
-                f"needs agent {needed}, this is {self._settings.agent_version}"
-            )
-        newest = newest_created(self._ota_dir, manifest.name)
-        if manifest.downgrade and newest is not None and manifest.created <= newest:
-            # A downgrade, validly signed but older than an update installed since: replayed
-            # from the broker's history, it would undo that newer decision.
-            raise UpdateRejectedError(
-                f"stale downgrade: created {manifest.created.isoformat()}, not after the newest"
-                f" update installed for {manifest.name} (created {newest.isoformat()})"
-            )
-        if not rollback:
-            return
-        installed = highest_installed_version(self._models_dir, manifest.name)
-        new = parse_version(manifest.version)
-        if installed is not None and new <= installed and not manifest.downgrade:
-            shown = ".".join(map(str, installed))
-            raise UpdateRejectedError(
-                f"rollback: version {manifest.version} is not newer than installed {shown}"
-                " (an operator-signed downgrade is required)"
-            )
+        check_admissible(
+            manifest,
+            device_id=self._settings.device_id,
+            fleet=self._settings.fleet,
+            agent_version=self._settings.agent_version,
+            now=self._clock(),
+            newest_created=newest_created(self._ota_dir, manifest.name),
+            installed=highest_installed_version(self._models_dir, manifest.name)
+            if rollback
+            else None,
+        )
 
     def _already_installed(self, manifest: UpdateManifest) -> bool:
         """The same bundle is already on disk (e.g. sent to the device and to its fleet)."""
@@ -277,6 +281,7 @@ class OtaReceiver:
             reason = f"hash mismatch: {spec.name} chunk {index} differs from the signed manifest"
             return [self._progress_report(transfer, "chunk_rejected", reason)]
         transfer.staging.write_chunk(spec, index, payload)
+        transfer.last_progress = self._clock()
         del transfer.subscribed[topic]
         transfer.missing[spec.name].discard(index)
         actions: list[Action] = []

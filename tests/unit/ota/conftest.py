@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def make_device(tmp_path: Path, operator: Operator) -> DeviceFactory:
     def factory(
         *,
         keyring: Keyring | None = None,
-        clock: datetime = NOW,
+        clock: datetime | Callable[[], datetime] = NOW,
         fleet: str | None = FLEET,
         served: frozenset[str] | None = None,
     ) -> Device:
@@ -32,7 +33,7 @@ def make_device(tmp_path: Path, operator: Operator) -> DeviceFactory:
             keyring if keyring is not None else operator.keyring,
             models_dir,
             state_dir,
-            clock=lambda: clock,
+            clock=clock if callable(clock) else lambda: clock,
         )
         device = Device(models_dir, state_dir, receiver, set(), [])
         device.apply(receiver.start())

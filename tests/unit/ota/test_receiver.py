@@ -304,6 +304,32 @@ def test_an_install_that_fails_on_the_disk_is_tried_again_on_the_next_delivery(
     assert (device.models_dir / "sentiment" / "2.0.0" / "model.onnx").is_file()
 
 
+def test_at_most_two_updates_download_at_once_and_a_stalled_one_gives_its_slot_back(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    now = [NOW]
+    device = make_device(clock=lambda: now[0])
+    updates = [
+        retained(push(operator, bundle_files(name=name, version="2.0.0")))
+        for name in ("alpha", "beta", "gamma")
+    ]
+    for update in updates[:2]:  # manifests only: their chunks never come
+        manifest_topic = next(topic for topic in update if "/blob/" not in topic)
+        device.apply(device.receiver.on_message(manifest_topic, update[manifest_topic]))
+    third_topic = next(topic for topic in updates[2] if "/blob/" not in topic)
+    device.apply(device.receiver.on_message(third_topic, updates[2][third_topic]))
+    assert device.last_state == "failed"
+    assert device.last_reason == "busy: 2 updates already downloading"
+
+    now[0] = NOW + timedelta(minutes=11)  # no chunk for longer than the stall timeout
+    device.apply(device.receiver.on_message(third_topic, updates[2][third_topic]))
+    stalled = [r.document for r in device.reports if r.document.get("state") == "failed"]
+    assert [r["reason"] for r in stalled[1:3]] == ["stalled: no chunk for 10 minutes"] * 2
+    assert device.last_state == "downloading"  # gamma got a slot
+    deliver(device, updates[2])
+    assert device.last_state == "installed"
+
+
 def _sealed(operator: Operator, edit: dict[str, object]) -> bytes:
     """A signed payload the push side would never build (it validates): a hostile operator."""
     update = push(operator, bundle_files())
