@@ -4,6 +4,10 @@ On top of the `cryptography` library. The operator holds a private key (PEM, mod
 its side is edge_agent.bundle.signer); devices list trusted public keys in their config. A
 key is named by its key id, the first 16 hex digits of sha256 over the raw 32-byte public
 key, so a signature can say which key made it and an error can say which key failed.
+
+One key signs two kinds of document, so each signature covers a context prefix naming the
+kind (`signed_as`): a bundle manifest's signature can never pass as an OTA update's, or the
+reverse, whatever bytes an attacker shapes to parse as both.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 KEY_ID_HEX_CHARS: Final = 16
 SIGNATURE_BYTES: Final = 64
+# What is signed is context + document (domain separation); format 1 of each.
+BUNDLE_MANIFEST: Final = b"edge-agent bundle manifest v1\n"
+OTA_UPDATE: Final = b"edge-agent ota update v1\n"
+
+
+def signed_as(context: bytes, document: bytes) -> bytes:
+    """The bytes a signature over `document` of kind `context` covers."""
+    return context + document
 
 
 class SignatureError(Exception):

@@ -13,7 +13,7 @@ from typing import Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.bundle.keys import KeyFileError, key_id
+from edge_agent.bundle.keys import BUNDLE_MANIFEST, KeyFileError, key_id, signed_as
 from edge_agent.bundle.layout import MANIFEST_FILE, SIGNATURE_FILE
 
 PRIVATE_KEY_SUFFIX: Final = ".key"
@@ -79,6 +79,6 @@ def sign_bundle(bundle_dir: Path, signer: Signer) -> Path:
     manifest_bytes = (bundle_dir / MANIFEST_FILE).read_bytes()
     target = bundle_dir / SIGNATURE_FILE
     tmp = bundle_dir / f".{SIGNATURE_FILE}.tmp"
-    tmp.write_bytes(signer.sign(manifest_bytes))
+    tmp.write_bytes(signer.sign(signed_as(BUNDLE_MANIFEST, manifest_bytes)))
     os.replace(tmp, target)
     return target

@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Protocol
 
+from edge_agent.bundle.keys import BUNDLE_MANIFEST, signed_as
 from edge_agent.bundle.layout import (
     MANIFEST_FILE,
     MAX_SIGNATURE_BYTES,
@@ -51,7 +52,7 @@ def verify_signature(bundle_dir: Path, manifest_bytes: bytes, keyring: Verifier)
     signature_path = bundle_dir / SIGNATURE_FILE
     signature = read_small(signature_path, MAX_SIGNATURE_BYTES, "missing; signatures are required")
     try:
-        keyring.verify(manifest_bytes, signature)
+        keyring.verify(signed_as(BUNDLE_MANIFEST, manifest_bytes), signature)
     except Exception as error:  # the verifier's own exception type is its business
         raise BundleError(f"{signature_path}: signature check failed: {error}") from error
 

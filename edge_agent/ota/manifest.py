@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from edge_agent.bundle.keys import Keyring, SignatureError
+from edge_agent.bundle.keys import OTA_UPDATE, Keyring, SignatureError, signed_as
 from edge_agent.bundle.layout import (
     BUNDLE_FILES,
     MANIFEST_FILE,
@@ -180,7 +180,7 @@ def seal(payload: bytes, signer: Signer) -> bytes:
     envelope = {
         "format": FORMAT,
         "key_id": signer.key_id,
-        "signature": base64.b64encode(signer.sign(payload)).decode(),
+        "signature": base64.b64encode(signer.sign(signed_as(OTA_UPDATE, payload))).decode(),
         "payload": base64.b64encode(payload).decode(),
     }
     return json.dumps(envelope, separators=(",", ":")).encode()
@@ -190,7 +190,7 @@ def open_envelope(envelope: bytes, keyring: Keyring) -> bytes:
     """Return the payload bytes once their signature verifies; parse nothing else before."""
     key, signature, payload = _unpack_envelope(envelope)
     try:
-        keyring.verify_with(payload, signature, key)
+        keyring.verify_with(signed_as(OTA_UPDATE, payload), signature, key)
     except SignatureError as exc:
         raise UpdateRejectedError(f"bad signature: {exc}") from None
     return payload

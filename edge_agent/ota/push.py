@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from edge_agent.bundle.keys import BUNDLE_MANIFEST, signed_as
 from edge_agent.bundle.layout import BUNDLE_FILES, MANIFEST_FILE, SIGNATURE_FILE
 from edge_agent.bundle.signer import Signer
 from edge_agent.ota.manifest import (
@@ -82,7 +83,8 @@ def build_update(
     name, version, bundle_min_agent = _identity(files[MANIFEST_FILE])
     # Devices with trusted keys refuse unsigned bundles, so the update always carries a
     # signature over manifest.json; ed25519 is deterministic, an existing one is identical.
-    files = {**files, SIGNATURE_FILE: signer.sign(files[MANIFEST_FILE])}
+    signature = signer.sign(signed_as(BUNDLE_MANIFEST, files[MANIFEST_FILE]))
+    files = {**files, SIGNATURE_FILE: signature}
     payload = build_payload(
         name=name,
         version=version,

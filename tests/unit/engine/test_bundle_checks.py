@@ -9,6 +9,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge_agent.bundle.keys import BUNDLE_MANIFEST, signed_as
 from edge_agent.bundle.layout import BundleError
 from edge_agent.bundle.manifest import load_manifest
 from edge_agent.bundle.versions import resolve_bundle
@@ -106,7 +107,12 @@ def test_signature_is_required_and_checked_when_a_keyring_is_given(tiny_copy: Pa
     with pytest.raises(BundleError, match=r"manifest\.sig: missing"):
         load_classifier(tiny_copy, keyring=keyring)
     manifest_bytes = (tiny_copy / "manifest.json").read_bytes()
-    (tiny_copy / "manifest.sig").write_bytes(key.sign(manifest_bytes))
+    (tiny_copy / "manifest.sig").write_bytes(key.sign(signed_as(BUNDLE_MANIFEST, manifest_bytes)))
+    # The manifest's bare bytes, signed without the context prefix, do not pass.
+    with pytest.raises(BundleError, match=r"manifest\.sig: signature check failed"):
+        (tiny_copy / "manifest.sig").write_bytes(key.sign(manifest_bytes))
+        load_classifier(tiny_copy, keyring=keyring)
+    (tiny_copy / "manifest.sig").write_bytes(key.sign(signed_as(BUNDLE_MANIFEST, manifest_bytes)))
     assert load_classifier(tiny_copy, keyring=keyring).manifest.name == "tiny"
     other = Ed25519Keyring(Ed25519PrivateKey.generate().public_key())
     with pytest.raises(BundleError, match=r"manifest\.sig: signature check failed"):

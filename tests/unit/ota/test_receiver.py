@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge_agent.bundle.keys import Keyring
+from edge_agent.bundle.keys import BUNDLE_MANIFEST, OTA_UPDATE, Keyring, SignatureError, signed_as
 from edge_agent.bundle.signer import Signer, generate_keypair
 from edge_agent.ota.actions import Installed
 from edge_agent.ota.manifest import Target, UpdateRejectedError, chunk_topic, seal, update_topic
@@ -74,9 +74,12 @@ def test_valid_update_installs_bundle_byte_for_byte(
     ]
     assert {p.name: p.read_bytes() for p in installed.iterdir()} == {
         **files,
-        "manifest.sig": operator.signer.sign(files["manifest.json"]),
+        "manifest.sig": operator.signer.sign(signed_as(BUNDLE_MANIFEST, files["manifest.json"])),
     }
-    operator.keyring.verify(files["manifest.json"], (installed / "manifest.sig").read_bytes())
+    operator.keyring.verify(
+        signed_as(BUNDLE_MANIFEST, files["manifest.json"]),
+        (installed / "manifest.sig").read_bytes(),
+    )
     states = [r.state for r in device.reports]
     assert states[0] == "downloading" and states[-2:] == ["verified", "installed"]
     assert device.reports[-1].document["received"] == update.manifest.total_chunks
@@ -328,6 +331,28 @@ def test_at_most_two_updates_download_at_once_and_a_stalled_one_gives_its_slot_b
     assert device.last_state == "downloading"  # gamma got a slot
     deliver(device, updates[2])
     assert device.last_state == "installed"
+
+
+def test_a_bundle_manifest_signature_never_passes_as_an_update_signature(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    """Domain separation: the same key signs bundle manifests and OTA updates. A signature
+    over the payload's bytes made as a bundle manifest's (manifest.sig) does not open the
+    envelope, and an update's signature does not sign a bundle."""
+    update = push(operator, bundle_files())
+    envelope = json.loads(update.envelope)
+    payload = base64.b64decode(envelope["payload"])
+    as_bundle = operator.signer.sign(signed_as(BUNDLE_MANIFEST, payload))
+    envelope["signature"] = base64.b64encode(as_bundle).decode()
+    device = make_device()
+    device.apply(device.receiver.on_manifest(json.dumps(envelope).encode()))
+    assert device.last_state == "rejected"
+    assert device.last_reason.startswith("bad signature")
+    with pytest.raises(SignatureError):
+        operator.keyring.verify(
+            signed_as(BUNDLE_MANIFEST, payload),
+            base64.b64decode(json.loads(update.envelope)["signature"]),
+        )
 
 
 def _sealed(operator: Operator, edit: dict[str, object]) -> bytes:
@@ -600,7 +625,9 @@ def test_a_signed_bundle_manifest_over_the_format_limit_is_refused_before_downlo
     envelope = {
         "format": 1,
         "key_id": operator.signer.key_id,
-        "signature": base64.b64encode(operator.signer.sign(payload)).decode(),
+        "signature": base64.b64encode(
+            operator.signer.sign(signed_as(OTA_UPDATE, payload))
+        ).decode(),
         "payload": base64.b64encode(payload).decode(),
     }
     device = make_device()
