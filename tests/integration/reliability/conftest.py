@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.agent_process import AgentMaker, AgentProcess, write_config
+# The OTA-through-the-agent fixture, for the OTA disk-fault cases of this suite.
+from tests.integration.models.conftest import start_agent  # noqa: F401
+from tests.support.agent_process import REPO_ROOT, AgentMaker, AgentProcess, write_config
 from tests.support.bundles import build_tiny_bundle
+from tests.support.proc import status_kib
 
 _ids = itertools.count()
 
@@ -48,6 +51,22 @@ def make_agent(chaos_models: Path, tmp_path: Path) -> Iterator[AgentMaker]:
         return agent
 
     yield make
+    limit = unit_memory_max_kib()
     for agent in started:
         if agent.process is not None and agent.process.poll() is None:
+            # Whatever the test threw at it, the agent's peak RSS stayed under the memory
+            # bound systemd would enforce on a device.
+            peak = status_kib(agent.process.pid, "VmHWM")
             agent.kill()
+            assert peak < limit, f"peak RSS {peak} kB over the unit's MemoryMax ({limit} kB)"
+
+
+def unit_memory_max_kib() -> int:
+    """MemoryMax= of the shipped unit file, in kB."""
+    unit = REPO_ROOT / "systemd" / "edge-agent.service"
+    for line in unit.read_text().splitlines():
+        if line.startswith("MemoryMax="):
+            value = line.split("=", 1)[1].strip()
+            factor = {"K": 1, "M": 1024, "G": 1024 * 1024}[value[-1]]
+            return int(value[:-1]) * factor
+    raise AssertionError(f"{unit}: no MemoryMax=")

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 from tests.support.agent_process import AgentMaker
 from tests.support.broker import Broker
 from tests.support.mqtt_client import TestClient
+from tests.support.traffic import rss_kib
 
 
 def test_passthrough_nested_986_deep_is_an_error_result_not_a_dead_worker(
@@ -205,14 +205,6 @@ def test_a_retained_input_is_labelled_once_not_again_on_every_reconnect(
     assert sum(int(str(line["labelled"])) for line in after) == 1, after
 
 
-def _rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_payloads_past_the_maximum_packet_size_never_reach_the_agents_memory(
     broker: Broker, client: TestClient, make_agent: AgentMaker
 ) -> None:
@@ -229,7 +221,7 @@ def test_payloads_past_the_maximum_packet_size_never_reach_the_agents_memory(
     client.subscribe("big/in/+/label", "edge-agent/big/errors", "edge-agent/big/status")
     agent.wait_online(client, "edge-agent/big/status")
     assert agent.process is not None
-    before = _rss_kib(agent.process.pid)
+    before = rss_kib(agent.process.pid)
     huge = b"x" * (64 << 20)
     for retained in (False, True):
         subprocess.run(
@@ -248,7 +240,7 @@ def test_payloads_past_the_maximum_packet_size_never_reach_the_agents_memory(
     assert [(e.json()["topic"], e.json()["error"]["code"]) for e in errors] == [
         ("big/in/large", "payload_too_large")
     ]
-    assert _rss_kib(agent.process.pid) - before < 32 << 10  # far below one 64 MiB payload
+    assert rss_kib(agent.process.pid) - before < 32 << 10  # far below one 64 MiB payload
     # The retained 64 MiB copy is not delivered on a restart either.
     agent.stop()
     agent.start()
