@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -56,19 +57,50 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return loaded
 
 
-class Keyring:
-    """The public keys a device trusts, by key id. Satisfies the engine's `Verifier` protocol."""
+@dataclass(frozen=True)
+class KeyScope:
+    """What one trusted key may sign: bundles and updates of these models, updates for these
+    fleets (empty: any)."""
 
-    def __init__(self, keys: Mapping[str, Ed25519PublicKey]) -> None:
+    models: frozenset[str] = frozenset()
+    fleets: frozenset[str] = frozenset()
+
+
+class Keyring:
+    """The public keys a device trusts, by key id, each optionally limited to some models
+    and fleets. Satisfies the engine's `Verifier` protocol."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, Ed25519PublicKey],
+        scopes: Mapping[str, KeyScope] | None = None,
+    ) -> None:
         self._keys = dict(keys)
+        self._scopes = dict(scopes or {})
 
     @classmethod
-    def from_files(cls, paths: Iterable[Path]) -> Keyring:
+    def from_files(
+        cls, paths: Iterable[Path], scopes: Mapping[str, KeyScope] | None = None
+    ) -> Keyring:
         keys = {}
         for path in paths:
             public_key = load_public_key(path)
             keys[key_id(public_key)] = public_key
-        return cls(keys)
+        unknown = sorted(set(scopes or {}) - set(keys))
+        if unknown:
+            raise KeyFileError(f"scope for key id {unknown[0]!r}, which no trusted key has")
+        return cls(keys, scopes)
+
+    def scope_problem(self, signer_key_id: str, *, model: str, fleet: str | None) -> str | None:
+        """Why `signer_key_id` may not sign for this model (and fleet), or None."""
+        scope = self._scopes.get(signer_key_id)
+        if scope is None:
+            return None
+        if scope.models and model not in scope.models:
+            return f"key id {signer_key_id!r} may not sign model {model!r}"
+        if scope.fleets and fleet not in scope.fleets:
+            return f"key id {signer_key_id!r} may not sign for fleet {fleet!r}"
+        return None
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -90,17 +122,18 @@ class Keyring:
                 f"signature does not verify with key id {signer_key_id!r}"
             ) from None
 
-    def verify(self, data: bytes, signature: bytes) -> None:
-        """Verify a bare signature (manifest.sig carries no key id): any trusted key will do."""
+    def verify(self, data: bytes, signature: bytes) -> str:
+        """Verify a bare signature (manifest.sig carries no key id): any trusted key will do;
+        returns the key id that verified it."""
         if not self._keys:
             raise SignatureError("no trusted keys configured")
         _check_length(signature)
-        for public_key in self._keys.values():
+        for signer_key_id, public_key in self._keys.items():
             try:
                 public_key.verify(signature, data)
             except InvalidSignature:
                 continue
-            return
+            return signer_key_id
         raise SignatureError(
             "signature does not verify with any trusted key id (" + ", ".join(self.key_ids) + ")"
         )

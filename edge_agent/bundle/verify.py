@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Protocol
 
-from edge_agent.bundle.keys import BUNDLE_MANIFEST, signed_as
+from edge_agent.bundle.keys import BUNDLE_MANIFEST, Keyring, signed_as
 from edge_agent.bundle.layout import (
     MANIFEST_FILE,
     MAX_SIGNATURE_BYTES,
@@ -27,18 +27,22 @@ from edge_agent.bundle.onnx_scan import external_data_problem_in_file
 
 
 class Verifier(Protocol):
-    """Checks a detached signature (edge_agent.bundle.keys.Keyring implements it)."""
+    """Checks a detached signature (edge_agent.bundle.keys.Keyring implements it; its return
+    value, the key id, also lets a Keyring check that key's scope)."""
 
-    def verify(self, data: bytes, signature: bytes) -> None: ...  # raises on failure
+    def verify(self, data: bytes, signature: bytes) -> object: ...  # raises on failure
 
 
 def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest:
     """The bundle's manifest, once signature (with a keyring), hashes and ONNX files pass."""
     manifest_path = bundle_dir / MANIFEST_FILE
     raw = read_manifest_bytes(bundle_dir)
-    if keyring is not None:
-        verify_signature(bundle_dir, raw, keyring)
+    signer = verify_signature(bundle_dir, raw, keyring) if keyring is not None else None
     manifest = parse_manifest(raw, manifest_path)
+    if isinstance(keyring, Keyring) and isinstance(signer, str):
+        problem = keyring.scope_problem(signer, model=manifest.name, fleet=None)
+        if problem is not None:
+            raise BundleError(f"{bundle_dir / SIGNATURE_FILE}: {problem}")
     verify_files(bundle_dir, manifest)
     for name in sorted(ONNX_FILES & manifest.files.keys()):
         problem = external_data_problem_in_file(bundle_dir / name)
@@ -47,12 +51,13 @@ def verify_bundle(bundle_dir: Path, keyring: Verifier | None = None) -> Manifest
     return manifest
 
 
-def verify_signature(bundle_dir: Path, manifest_bytes: bytes, keyring: Verifier) -> None:
-    """manifest.sig must be a valid signature over manifest.json's exact bytes."""
+def verify_signature(bundle_dir: Path, manifest_bytes: bytes, keyring: Verifier) -> object:
+    """manifest.sig must be a valid signature over manifest.json's exact bytes (in the bundle
+    manifest context); returns what the verifier returns (a Keyring: the signer's key id)."""
     signature_path = bundle_dir / SIGNATURE_FILE
     signature = read_small(signature_path, MAX_SIGNATURE_BYTES, "missing; signatures are required")
     try:
-        keyring.verify(signed_as(BUNDLE_MANIFEST, manifest_bytes), signature)
+        return keyring.verify(signed_as(BUNDLE_MANIFEST, manifest_bytes), signature)
     except Exception as error:  # the verifier's own exception type is its business
         raise BundleError(f"{signature_path}: signature check failed: {error}") from error
 

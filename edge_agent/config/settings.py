@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +116,23 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class KeyScopeConfig:
+    """What one trusted key (by key id) may sign: these models, updates for these fleets
+    (empty: any). Keys without a scope may sign anything."""
+
+    key_id: str
+    models: tuple[str, ...] = ()
+    fleets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     dir: str = "models"
     precision: Literal["auto", "int8", "fp32"] = "auto"
     threads: int | None = None
     poll_interval_s: float = 1.0
     trusted_keys: tuple[str, ...] = ()
+    key_scopes: tuple[KeyScopeConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -280,6 +292,12 @@ def _check_semantics(config: Config) -> None:
     for path, value, low, high in positive:
         if not low <= value <= high:
             raise ConfigError(f"{path}: expected an integer from {low} to {high}, got {value}")
+    for index, scope in enumerate(config.models.key_scopes):
+        if not re.fullmatch(r"[0-9a-f]{16}", scope.key_id):
+            raise ConfigError(
+                f"models.key_scopes[{index}].key_id: expected 16 lower-case hex digits "
+                f"(`edge-agent model keygen` prints it), got {scope.key_id!r}"
+            )
     packet_floor = config.limits.max_payload_bytes + 2**16  # topic, properties, header
     if 0 < config.broker.maximum_packet_size < packet_floor:
         raise ConfigError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge_agent.bundle.keys import KeyFileError, Keyring
+from edge_agent.bundle.keys import KeyFileError, Keyring, KeyScope
 from edge_agent.bundle.layout import BundleError
 from edge_agent.config.settings import Config
 from edge_agent.daemon.control import ControlChannel
@@ -199,7 +199,11 @@ def _reserved_topics(config: Config) -> tuple[str, ...]:
 def _keyring(config: Config) -> Keyring | None:
     if config.models.trusted_keys:
         try:
-            return Keyring.from_files(Path(path) for path in config.models.trusted_keys)
+            scopes = {
+                scope.key_id: KeyScope(frozenset(scope.models), frozenset(scope.fleets))
+                for scope in config.models.key_scopes
+            }
+            return Keyring.from_files((Path(path) for path in config.models.trusted_keys), scopes)
         except KeyFileError as error:
             raise StartupError(f"config error: models.trusted_keys: {error}") from error
     if config.ota.enabled:

@@ -186,14 +186,15 @@ def seal(payload: bytes, signer: Signer) -> bytes:
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
-def open_envelope(envelope: bytes, keyring: Keyring) -> bytes:
-    """Return the payload bytes once their signature verifies; parse nothing else before."""
+def open_envelope(envelope: bytes, keyring: Keyring) -> tuple[bytes, str]:
+    """(payload bytes, the signer's key id) once the signature verifies; parse nothing else
+    before."""
     key, signature, payload = _unpack_envelope(envelope)
     try:
         keyring.verify_with(signed_as(OTA_UPDATE, payload), signature, key)
     except SignatureError as exc:
         raise UpdateRejectedError(f"bad signature: {exc}") from None
-    return payload
+    return payload, key
 
 
 def unverified_payload(envelope: bytes) -> bytes:

@@ -156,7 +156,7 @@ class OtaReceiver:
         if not envelope:
             return []  # the operator cleared the retained update
         try:
-            payload = open_envelope(envelope, self._keyring)
+            payload, signer = open_envelope(envelope, self._keyring)
         except UpdateRejectedError as exc:
             return [self._report("rejected", reason=str(exc))]
         update_id = update_id_of(payload)
@@ -168,6 +168,10 @@ class OtaReceiver:
         manifest: UpdateManifest | None = None
         try:
             manifest = parse_payload(payload)
+            fleet = manifest.target.fleet or self._settings.fleet
+            problem = self._keyring.scope_problem(signer, model=manifest.name, fleet=fleet)
+            if problem is not None:
+                raise UpdateRejectedError(problem)
             if self._already_installed(manifest):
                 self._check_admissible(manifest, rollback=False)
                 return self._finish_already_installed(manifest)

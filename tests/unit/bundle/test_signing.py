@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from edge_agent.bundle.keys import KeyFileError, Keyring, SignatureError, load_public_key
+from edge_agent.bundle.keys import KeyFileError, Keyring, KeyScope, SignatureError, load_public_key
 from edge_agent.bundle.layout import BundleError
 from edge_agent.bundle.signer import Signer, generate_keypair, sign_bundle
 from edge_agent.bundle.verify import verify_bundle
@@ -86,3 +86,16 @@ def test_non_key_files_are_refused_clearly(tmp_path: Path) -> None:
         Signer.from_file(junk)
     with pytest.raises(SignatureError, match="no trusted keys configured"):
         Keyring({}).verify(b"x", bytes(64))
+
+
+def test_a_scoped_key_signs_only_its_models(tmp_path: Path) -> None:
+    pair = generate_keypair(tmp_path / "team")
+    bundle = write_bundle(tmp_path / "models", bundle_files(name="sentiment"))
+    sign_bundle(bundle, Signer.from_file(pair.private_path))
+    own = Keyring.from_files([pair.public_path], {pair.key_id: KeyScope(frozenset({"sentiment"}))})
+    assert verify_bundle(bundle, own).name == "sentiment"
+    other = Keyring.from_files([pair.public_path], {pair.key_id: KeyScope(frozenset({"intent"}))})
+    with pytest.raises(BundleError, match=f"key id '{pair.key_id}' may not sign model 'sentiment'"):
+        verify_bundle(bundle, other)
+    with pytest.raises(KeyFileError, match="which no trusted key has"):
+        Keyring.from_files([pair.public_path], {"feedfacefeedface": KeyScope()})

@@ -19,7 +19,14 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge_agent.bundle.keys import BUNDLE_MANIFEST, OTA_UPDATE, Keyring, SignatureError, signed_as
+from edge_agent.bundle.keys import (
+    BUNDLE_MANIFEST,
+    OTA_UPDATE,
+    Keyring,
+    KeyScope,
+    SignatureError,
+    signed_as,
+)
 from edge_agent.bundle.signer import Signer, generate_keypair
 from edge_agent.ota.actions import Installed
 from edge_agent.ota.manifest import Target, UpdateRejectedError, chunk_topic, seal, update_topic
@@ -353,6 +360,27 @@ def test_a_bundle_manifest_signature_never_passes_as_an_update_signature(
             signed_as(BUNDLE_MANIFEST, payload),
             base64.b64decode(json.loads(update.envelope)["signature"]),
         )
+
+
+def test_a_key_scoped_to_other_models_or_fleets_cannot_update_this_one(
+    operator: Operator, make_device: DeviceFactory
+) -> None:
+    key_id = operator.signer.key_id
+    public = operator.public_key
+    cases = (
+        ("2.0.1", KeyScope(models=frozenset({"intent"})), "may not sign model 'sentiment'"),
+        ("2.0.2", KeyScope(fleets=frozenset({"garage"})), f"may not sign for fleet '{FLEET}'"),
+    )
+    for version, scope, reason in cases:
+        device = make_device(keyring=Keyring.from_files([public], {key_id: scope}))
+        deliver(device, retained(push(operator, bundle_files(version=version))))
+        assert device.last_state == "rejected"
+        assert device.last_reason == f"key id '{key_id}' {reason}"
+        assert not (device.models_dir / "sentiment" / version).exists()
+    allowed = KeyScope(frozenset({"sentiment"}), frozenset({FLEET}))
+    device = make_device(keyring=Keyring.from_files([public], {key_id: allowed}))
+    deliver(device, retained(push(operator, bundle_files(version="2.0.3"))))
+    assert device.last_state == "installed"
 
 
 def _sealed(operator: Operator, edit: dict[str, object]) -> bytes:
