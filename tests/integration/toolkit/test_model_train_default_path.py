@@ -79,6 +79,13 @@ def test_the_default_path_on_real_text_reproduces_its_card(tmp_path: Path) -> No
     assert manifest["metrics"]["validation_rows"] == len(validation)
     assert correct / len(validation) == pytest.approx(manifest["metrics"]["accuracy"], abs=1e-9)
     assert manifest["metrics"]["accuracy"] > 1 / len(INTENTS)  # it learned something
+    # The dense teacher's figure is on the card; a student far below it says so, there and
+    # in the output.
+    metrics = manifest["metrics"]
+    behind = metrics["teacher_validation"] - metrics["accuracy"] > 0.015
+    assert behind == ("points below its dense teacher" in manifest["card"]["limitations"])
+    assert behind == ("note: the INT8 student scores" in result.stdout)
+    assert f"dense teacher on validation: {metrics['teacher_validation']:.4f}" in result.stdout
     # The rare pieces reach the graph as ids inside its (pruned) embedding table.
     vocabulary = classifier.tokenizer.get_vocab_size()
     for text in texts:
