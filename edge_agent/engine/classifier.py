@@ -8,21 +8,18 @@ without ever serving from a half-checked model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 import numpy as np
-import onnxruntime as ort
-from tokenizers import Tokenizer
 
-from edge_agent.bundle.layout import FP32_MODEL_FILE, TOKENIZER_FILE, BundleError
-from edge_agent.bundle.manifest import Manifest
-from edge_agent.bundle.verify import Verifier, read_verified, verify_bundle
+from edge_agent.bundle.layout import FP32_MODEL_FILE, BundleError
+from edge_agent.bundle.verify import Verifier
 from edge_agent.engine.out_of_scope import out_of_scope_rows
 from edge_agent.engine.prediction import ClassifyTiming, LabelScore, Prediction
-from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, choose_precision
-from edge_agent.engine.session import OUTPUT_NAME, load_tokenizer
+from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, open_bundle
 
 GOLDEN_SCORE_TOLERANCE: Final = 1e-3
 
@@ -30,20 +27,18 @@ GOLDEN_SCORE_TOLERANCE: Final = 1e-3
 class Classifier(BundleRunner):
     """A bundle's graph with its post-processing: logits -> probabilities -> labels."""
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        tokenizer: Tokenizer,
-        session: ort.InferenceSession,
-        precision: str,
-        bundle_dir: Path,
-    ) -> None:
-        super().__init__(manifest, tokenizer, session, precision, bundle_dir)
-        self._labels = manifest.labels
-        self._identity = (manifest.name, manifest.version)
-        self._thresholds = np.array(
-            [manifest.threshold(label) for label in manifest.labels], dtype=np.float32
-        )
+    @property
+    def _labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
+
+    @property
+    def _identity(self) -> tuple[str, str]:
+        return self.manifest.name, self.manifest.version
+
+    @functools.cached_property
+    def _thresholds(self) -> FloatArray:
+        labels = self.manifest.labels
+        return np.array([self.manifest.threshold(label) for label in labels], dtype=np.float32)
 
     def logits(
         self, texts: Sequence[str], timing: ClassifyTiming | None = None
@@ -134,19 +129,13 @@ def load_classifier(
     keyring: Verifier | None = None,
 ) -> Classifier:
     """Load a bundle fully or raise BundleError: signature, hashes, interface, golden, warm-up."""
-    bundle_dir = Path(bundle_dir)
-    manifest = verify_bundle(bundle_dir, keyring)
-    if manifest.task == "embedding":
-        raise BundleError(f"{bundle_dir}: an embedding bundle, not a classifier")
-    tokenizer = load_tokenizer(
-        bundle_dir / TOKENIZER_FILE,
-        manifest.max_seq_len,
-        data=read_verified(bundle_dir, manifest, TOKENIZER_FILE),
+    opened = open_bundle(
+        Path(bundle_dir), embedding=False, precision=precision, threads=threads, keyring=keyring
     )
-    chosen, model_file, session = choose_precision(
-        bundle_dir, manifest, tokenizer, precision=precision, threads=threads, output=OUTPUT_NAME
+    bundle_dir, manifest, model_file = opened.bundle_dir, opened.manifest, opened.model_file
+    classifier = Classifier(
+        manifest, opened.tokenizer, opened.session, opened.precision, bundle_dir
     )
-    classifier = Classifier(manifest, tokenizer, session, chosen, bundle_dir)
     # The warm-up doubles as a check that the logits match the manifest's labels.
     logits = classifier.check_longest_input(model_file)
     if logits.shape != (1, len(manifest.labels)):

@@ -15,11 +15,10 @@ from typing import Final
 
 import numpy as np
 
-from edge_agent.bundle.layout import FP32_MODEL_FILE, TOKENIZER_FILE, BundleError
-from edge_agent.bundle.verify import Verifier, read_verified, verify_bundle
+from edge_agent.bundle.layout import FP32_MODEL_FILE, BundleError
+from edge_agent.bundle.verify import Verifier
 from edge_agent.engine.prediction import ClassifyTiming
-from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, choose_precision
-from edge_agent.engine.session import EMBEDDINGS_NAME, load_tokenizer
+from edge_agent.engine.runner import BundleRunner, FloatArray, Precision, open_bundle
 
 # Golden embeddings are model.onnx's and must come back this close (cosine). INT8 kernels
 # round differently on AVX2, AVX-512 VNNI and ARM; with static activation scales their scores
@@ -77,24 +76,11 @@ def load_encoder(
     keyring: Verifier | None = None,
 ) -> Encoder:
     """Load an embedding bundle fully or raise BundleError."""
-    bundle_dir = Path(bundle_dir)
-    manifest = verify_bundle(bundle_dir, keyring)
-    if manifest.task != "embedding":
-        raise BundleError(f"{bundle_dir}: a {manifest.task} bundle, not an embedding bundle")
-    tokenizer = load_tokenizer(
-        bundle_dir / TOKENIZER_FILE,
-        manifest.max_seq_len,
-        data=read_verified(bundle_dir, manifest, TOKENIZER_FILE),
+    opened = open_bundle(
+        Path(bundle_dir), embedding=True, precision=precision, threads=threads, keyring=keyring
     )
-    chosen, model_file, session = choose_precision(
-        bundle_dir,
-        manifest,
-        tokenizer,
-        precision=precision,
-        threads=threads,
-        output=EMBEDDINGS_NAME,
-    )
-    encoder = Encoder(manifest, tokenizer, session, chosen, bundle_dir)
+    bundle_dir, session, model_file = opened.bundle_dir, opened.session, opened.model_file
+    encoder = Encoder(opened.manifest, opened.tokenizer, session, opened.precision, bundle_dir)
     shape = session.get_outputs()[0].shape
     if len(shape) != 2 or not isinstance(shape[1], int):
         raise BundleError(

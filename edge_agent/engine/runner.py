@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -14,11 +15,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, BundleError
+from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, TOKENIZER_FILE, BundleError
 from edge_agent.bundle.manifest import Manifest
-from edge_agent.bundle.verify import read_verified
+from edge_agent.bundle.verify import Verifier, read_verified, verify_bundle
 from edge_agent.engine.prediction import ClassifyTiming
-from edge_agent.engine.session import open_session
+from edge_agent.engine.session import EMBEDDINGS_NAME, OUTPUT_NAME, load_tokenizer, open_session
 from edge_agent.telemetry.logs import get_logger
 
 Precision = Literal["auto", "int8", "fp32"]
@@ -91,6 +92,49 @@ class BundleRunner:
                 f"(max_seq_len too long for the graph?): {error}"
             ) from error
         return out
+
+
+@dataclass(frozen=True)
+class OpenedBundle:
+    """A verified bundle's manifest, tokenizer and the session of the graph chosen to run."""
+
+    bundle_dir: Path
+    manifest: Manifest
+    tokenizer: Tokenizer
+    precision: str
+    model_file: str
+    session: ort.InferenceSession
+
+
+def open_bundle(
+    bundle_dir: Path,
+    *,
+    embedding: bool,
+    precision: Precision,
+    threads: int | None,
+    keyring: Verifier | None,
+) -> OpenedBundle:
+    """verify_bundle, the right kind (an embedding bundle or a classifier), then the tokenizer
+    and the graph from the bytes that were verified; BundleError for anything wrong."""
+    manifest = verify_bundle(bundle_dir, keyring)
+    if (manifest.task == "embedding") != embedding:
+        wanted = "an embedding bundle" if embedding else "a classifier"
+        found = "an embedding" if manifest.task == "embedding" else f"a {manifest.task}"
+        raise BundleError(f"{bundle_dir}: {found} bundle, not {wanted}")
+    tokenizer = load_tokenizer(
+        bundle_dir / TOKENIZER_FILE,
+        manifest.max_seq_len,
+        data=read_verified(bundle_dir, manifest, TOKENIZER_FILE),
+    )
+    chosen, model_file, session = choose_precision(
+        bundle_dir,
+        manifest,
+        tokenizer,
+        precision=precision,
+        threads=threads,
+        output=EMBEDDINGS_NAME if embedding else OUTPUT_NAME,
+    )
+    return OpenedBundle(bundle_dir, manifest, tokenizer, chosen, model_file, session)
 
 
 def _timing_feeds(tokenizer: Tokenizer, seq_len: int) -> dict[str, npt.NDArray[np.int64]]:
