@@ -98,10 +98,14 @@ print("arm64 root:", platform.machine(), "Python", sys.version.split()[0],
 # ---- 3. golden examples on both machines, through the engine's own loader
 cat > "$HOST_STAGE/golden.py" <<'EOF'
 """Classify each bundle's golden texts; print {"bundle precision": [[label, score]]} as JSON.
-load_classifier itself checks the goldens against the manifest (labels, scores within 1e-3)."""
+load_classifier itself checks the goldens against the manifest (labels, scores within 1e-3).
+An embedding bundle gives ["embedding", cosine with the recorded golden vector] per text
+(load_encoder checks those too)."""
 import json, sys
 from pathlib import Path
+import numpy as np
 from edge_agent.engine.classifier import load_classifier
+from edge_agent.engine.encoder import load_encoder
 
 out = {}
 for manifest in sorted(Path(sys.argv[1]).glob("*/*/manifest.json")):
@@ -114,6 +118,13 @@ for manifest in sorted(Path(sys.argv[1]).glob("*/*/manifest.json")):
     # between machines, and INT8 and fp32 scores differ by more than the tolerance.
     for precision in ("int8", "fp32"):
         if precision == "fp32" and "model.fp32.onnx" not in data["files"]:
+            continue
+        if data["task"] == "embedding":
+            encoder = load_encoder(bundle, precision=precision, threads=2)
+            out[f"{bundle.parent.name}/{bundle.name} {encoder.precision}"] = [
+                ["embedding", float(encoder.embed([g["text"]])[0][0] @ np.array(g["embedding"]))]
+                for g in data.get("golden", [])
+            ]
             continue
         classifier = load_classifier(bundle, precision=precision, threads=2)
         predictions = classifier.classify(texts) if texts else []
