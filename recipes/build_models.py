@@ -190,6 +190,8 @@ def _bundle(
         "held_out_accuracy": held.int8.accuracy,
         "held_out_accuracy_fp32": held.fp32.accuracy,
         "held_out_macro_f1": held.int8.macro_f1,
+        "held_out_macro_recall": held.int8.macro_recall,
+        "held_out_macro_recall_fp32": held.fp32.macro_recall,
         "held_out_rows": float(held.int8.rows),
         "int8_fp32_agreement": held.agreement,
         "validation_accuracy": val.int8.accuracy,

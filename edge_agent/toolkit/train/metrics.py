@@ -29,6 +29,13 @@ class Report:
     confusions: tuple[tuple[str, str, int], ...]  # (true, predicted, count), most frequent first
     rows: int
 
+    @property
+    def macro_recall(self) -> float:
+        """Mean recall over the classes present (TweetEval's sentiment metric: it does not
+        reward a model for leaning towards the frequent neutral class)."""
+        present = [c.recall for c in self.per_class if c.support > 0]
+        return float(np.mean(present)) if present else 0.0
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)

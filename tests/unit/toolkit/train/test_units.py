@@ -252,6 +252,23 @@ def test_reports() -> None:
     assert multi.micro_f1 == pytest.approx(0.8)
 
 
+def test_macro_recall_weighs_every_class_alike() -> None:
+    # the frequent class is always right, the rare one never: accuracy 0.8, macro recall 0.5
+    report = single_label_report([0, 0, 0, 0, 0], [0, 0, 0, 0, 1], ["neutral", "negative"])
+    assert report.accuracy == pytest.approx(0.8)
+    assert report.macro_recall == pytest.approx(0.5)
+
+
+def test_tweeteval_escapes_become_the_characters_a_device_receives() -> None:
+    from recipes.tasks import unescape_tweet
+
+    assert (
+        unescape_tweet(r"it\u2019s fine\u002c really \ud83d\ude00")
+        == "it\u2019s fine, really \U0001f600"
+    )
+    assert unescape_tweet("no escapes at all ") == "no escapes at all "
+
+
 def _checkpoint_with_unused_rows(source: Path) -> dict[str, int]:
     """A tiny SqueezeBERT checkpoint whose vocabulary starts with two `[unusedN]` rows, as
     MiniLM's does; returns that vocabulary."""
