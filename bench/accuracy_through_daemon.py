@@ -7,6 +7,14 @@ all the daemon's own, so this is the acceptance measurement, not the recipe's.
         --data ../shared/datasets/sst2/dev.tsv --text-column sentence
     PYTHONPATH=. python bench/accuracy_through_daemon.py --model intent \
         --clinc150 ../shared/datasets/clinc150/data_train_val.json
+    PYTHONPATH=. python bench/accuracy_through_daemon.py --model sentiment --held-out sentiment
+    PYTHONPATH=. python bench/accuracy_through_daemon.py --model chat-sentiment \
+        --held-out chat-sentiment
+
+--held-out TASK takes exactly the rows a recipe (recipes/tasks.py) measured the bundle's card
+on, with the recipe's split and seed: e.g. SST-2's 1,000 held-out sentences, which share no
+text with training, or TweetEval's validation split (needs the toolkit extra for the
+recipe's tokenizer; datasets from ../shared/datasets or EDGE_AGENT_DATASETS).
 
 Labels in the data are compared as strings: SST-2's 0/1 map to the model's labels in order
 (negative, positive). With an `oos` label it also prints in-scope accuracy and out-of-scope
@@ -36,7 +44,22 @@ OOS: Final = "oos"
 TOPIC: Final = "bench/device/text"
 
 
+def recipe_held_out(task_name: str) -> list[tuple[str, str]]:
+    from tokenizers import Tokenizer
+
+    from edge_agent.toolkit.train.minilm import minilm_dir
+    from recipes.build_models import SEED, _datasets_dir
+    from recipes.tasks import TASKS
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    data = TASKS[task_name].load(_datasets_dir(None), tokenizer, SEED)
+    part = data.texts["held_out"]
+    return [(text, labels[0]) for text, labels in zip(part.texts, part.labels, strict=True)]
+
+
 def labelled_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.held_out:
+        return recipe_held_out(args.held_out)
     if args.clinc150:
         raw = json.loads(Path(args.clinc150).read_text(encoding="utf-8"))
         return [(str(text), str(label)) for text, label in raw["val"] + raw["oos_val"]]
@@ -53,6 +76,7 @@ def main() -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help=".csv, .tsv or .jsonl of labelled texts")
     source.add_argument("--clinc150", help="CLINC150 data_train_val.json: val + oos_val")
+    source.add_argument("--held-out", metavar="TASK", help="a recipe's held-out rows")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--threads", type=int, default=2)
@@ -94,7 +118,13 @@ def main() -> int:
     predicted = [answers.get(str(number)) for number in range(len(rows))]
     correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
     print(f"{args.model} {version} through the daemon: {len(answers)}/{len(rows)} answered in")
-    print(f"  {seconds:.1f} s; accuracy {correct / len(rows):.4f}")
+    print(f"  {seconds:.1f} s; accuracy {correct / len(rows):.4f}", end="")
+    classes = sorted(set(truth))
+    recalls = [
+        sum(p == t == label for p, t in zip(predicted, truth, strict=True)) / truth.count(label)
+        for label in classes
+    ]
+    print(f"; macro recall {sum(recalls) / len(recalls):.4f} over {len(classes)} labels")
     if OOS in truth:
         in_scope = [(p, t) for p, t in zip(predicted, truth, strict=True) if t != OOS]
         out = [p for p, t in zip(predicted, truth, strict=True) if t == OOS]
