@@ -431,7 +431,10 @@ CHAT_SENTIMENT: Final = Task(
         ),
         "limitations": (
             "English only; tweets from 2013-2017, many about news, sports and celebrities."
-            " The metric is macro-averaged recall; neutral and positive are confused most."
+            " On TweetEval validation: macro-averaged recall 0.685 (INT8), 4 points below its"
+            " dense teacher (0.725): the grouped student is smaller than the teacher it"
+            " learns from. Negative has the lowest precision (0.55): neutral complaints and"
+            " news are read as negative; positive and neutral are confused most often."
             " Sarcasm and irony are often read literally. Biases of Twitter text and of"
             " MiniLM's pre-training data were not audited. Texts past 64 tokens are cut."
         ),
