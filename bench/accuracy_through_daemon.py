@@ -48,11 +48,11 @@ def recipe_held_out(task_name: str) -> list[tuple[str, str]]:
     from tokenizers import Tokenizer
 
     from edge_agent.toolkit.train.minilm import minilm_dir
-    from recipes.build_models import SEED, _datasets_dir
-    from recipes.tasks import TASKS
+    from recipes.build_models import SEED
+    from recipes.tasks import TASKS, datasets_dir
 
     tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
-    data = TASKS[task_name].load(_datasets_dir(None), tokenizer, SEED)
+    data = TASKS[task_name].load(datasets_dir(), tokenizer, SEED)
     part = data.texts["held_out"]
     return [(text, labels[0]) for text, labels in zip(part.texts, part.labels, strict=True)]
 

@@ -24,6 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from recipes.tasks import datasets_dir  # noqa: E402
+
 SEED: Final = 20261204
 MAX_SEQ_LEN: Final = 64  # training length: the distillation texts are chat lines and queries
 BUNDLE_MAX_SEQ_LEN: Final = 128  # what the bundle takes (its position table is cut there)
@@ -36,13 +38,6 @@ GOLDEN: Final = (
     "good morning everyone",
     "disk usage above 90 percent on node 4",
 )
-
-
-def _datasets_dir(option: str | None) -> Path:
-    if option:
-        return Path(option)
-    env = os.environ.get("EDGE_AGENT_DATASETS")
-    return Path(env) if env else REPO.parent / "shared" / "datasets"
 
 
 def _lines(path: Path) -> list[str]:
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = jsonl_logger(work / "log.jsonl")
 
-    datasets = _datasets_dir(args.datasets)
+    datasets = datasets_dir(args.datasets)
     tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
     train_texts = distillation_texts(datasets)
     held = held_out_texts(datasets)

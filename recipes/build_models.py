@@ -33,17 +33,11 @@ from recipes.tasks import (  # noqa: E402
     Task,
     TaskData,
     choose_threshold,
+    datasets_dir,
     oos_operating_point,
 )
 
 SEED: Final = 20261123
-
-
-def _datasets_dir(option: str | None) -> Path:
-    if option:
-        return Path(option)
-    env = os.environ.get("EDGE_AGENT_DATASETS")
-    return Path(env) if env else REPO.parent / "shared" / "datasets"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     log = jsonl_logger(work / "log.jsonl")
     started = time.monotonic()
     tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
-    data: TaskData = task.load(_datasets_dir(args.datasets), tokenizer, SEED)
+    data: TaskData = task.load(datasets_dir(args.datasets), tokenizer, SEED)
     log({"data": data.sizes(), "labels": len(data.labels)})
     options: RecipeOptions = task.options
     if args.teacher_epochs is not None or args.teacher_max_minutes is not None:

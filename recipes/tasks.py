@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,15 @@ from edge_agent.toolkit.train.fit import Encoded, FitOptions
 from edge_agent.toolkit.train.leakfree import sentence_level_split
 
 SST2_LABELS: Final = ("negative", "positive")
+
+
+def datasets_dir(option: str | None = None) -> Path:
+    """Where the recipes read the public datasets: the option, else EDGE_AGENT_DATASETS, else
+    ../shared/datasets beside the repository."""
+    if option:
+        return Path(option)
+    env = os.environ.get("EDGE_AGENT_DATASETS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 @dataclass(frozen=True)

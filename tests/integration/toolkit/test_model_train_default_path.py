@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from edge_agent.engine.classifier import load_classifier
-from tests.support.agent_process import REPO_ROOT
+from recipes.tasks import datasets_dir
 
 INTENTS = ("balance", "exchange_rate", "weather", "alarm", "translate", "timer")
 RARE = {  # pieces past the end of the pruned vocabulary, accents, symbols, emoji
@@ -24,12 +23,6 @@ RARE = {  # pieces past the end of the pruned vocabulary, accents, symbols, emoj
     "weather": ["is it snowing in Zürich ❄️", "weather for São Paulo tomorrow"],
     "translate": ["how do you say naïve café in french", "translate 'smörgåsbord' for me"],
 }
-
-
-def datasets_dir() -> Path:
-    """Where the recipes read the public datasets: EDGE_AGENT_DATASETS or ../shared/datasets."""
-    configured = os.environ.get("EDGE_AGENT_DATASETS")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "datasets"
 
 
 def _rows(part: list[list[str]], per_intent: int) -> list[tuple[str, str]]:
