@@ -36,12 +36,14 @@ sys.path.insert(0, str(REPO))
 
 from edge_agent.bundle.manifest import load_manifest  # noqa: E402
 from edge_agent.toolkit.train.data import read_labelled  # noqa: E402
+from edge_agent.toolkit.train.metrics import single_label_report  # noqa: E402
 from tests.support.agent_process import AgentProcess, write_config  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.mqtt_client import TestClient  # noqa: E402
 
 OOS: Final = "oos"
 TOPIC: Final = "bench/device/text"
+NO_ANSWER: Final = "(no answer)"
 
 
 def recipe_held_out(task_name: str) -> list[tuple[str, str]]:
@@ -116,15 +118,19 @@ def main() -> int:
     by_index = {str(i): label for i, label in enumerate(labels)}  # SST-2's 0/1
     truth = [by_index.get(label, label) for _, label in rows]
     predicted = [answers.get(str(number)) for number in range(len(rows))]
-    correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
+    # an unanswered row counts as wrong; it has no support of its own, so no recall either
+    names = [*sorted({*truth, *(p for p in predicted if p is not None)}), NO_ANSWER]
+    position = {name: i for i, name in enumerate(names)}
+    report = single_label_report(
+        [position[NO_ANSWER if p is None else p] for p in predicted],
+        [position[t] for t in truth],
+        names,
+    )
     print(f"{args.model} {version} through the daemon: {len(answers)}/{len(rows)} answered in")
-    print(f"  {seconds:.1f} s; accuracy {correct / len(rows):.4f}", end="")
-    classes = sorted(set(truth))
-    recalls = [
-        sum(p == t == label for p, t in zip(predicted, truth, strict=True)) / truth.count(label)
-        for label in classes
-    ]
-    print(f"; macro recall {sum(recalls) / len(recalls):.4f} over {len(classes)} labels")
+    print(
+        f"  {seconds:.1f} s; accuracy {report.accuracy:.4f}; macro recall"
+        f" {report.macro_recall:.4f} over {len(set(truth))} labels"
+    )
     if OOS in truth:
         in_scope = [(p, t) for p, t in zip(predicted, truth, strict=True) if t != OOS]
         out = [p for p, t in zip(predicted, truth, strict=True) if t == OOS]
