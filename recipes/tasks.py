@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -62,6 +62,17 @@ def _encode(part: LabelledTexts, labels: tuple[str, ...], tokenizer: Any, max_le
     )
 
 
+def _first_occurrences(texts: Sequence[str], excluded: Iterable[str] = ()) -> list[int]:
+    """Indices of the first row of each distinct text, leaving out texts in `excluded`."""
+    seen = set(excluded)
+    keep = []
+    for i, text in enumerate(texts):
+        if text not in seen:
+            seen.add(text)
+            keep.append(i)
+    return keep
+
+
 SST2_HELD_OUT_SENTENCES: Final = 1000
 SST2_VALIDATION_SENTENCES: Final = 500
 
@@ -77,10 +88,7 @@ def load_sst2(datasets: Path, tokenizer: Any, seed: int) -> TaskData:
     raw = read_labelled(
         datasets / "sst2" / "train.tsv", text_column="sentence", label_column="label"
     )
-    first_of: dict[str, int] = {}
-    for i, text in enumerate(raw.texts):
-        first_of.setdefault(text, i)
-    keep = sorted(first_of.values())
+    keep = _first_occurrences(raw.texts)
     named = LabelledTexts(
         texts=tuple(raw.texts[i] for i in keep),
         labels=tuple((SST2_LABELS[int(raw.labels[i][0])],) for i in keep),
@@ -378,13 +386,7 @@ def load_tweeteval_sentiment(datasets: Path, tokenizer: Any, seed: int) -> TaskD
         )
 
     train_all, held_out = read("train"), read("val")
-    seen = set(held_out.texts)
-    keep = []
-    for i, text in enumerate(train_all.texts):
-        if text not in seen:
-            seen.add(text)
-            keep.append(i)
-    train_all = train_all.subset(keep)
+    train_all = train_all.subset(_first_occurrences(train_all.texts, excluded=held_out.texts))
     tune_idx, train_idx = split_indices(train_all.labels, [0.1], seed)
     parts = {
         "train": train_all.subset(train_idx),

@@ -39,13 +39,11 @@ def find_sentences(texts: Sequence[str]) -> list[int]:
     (the longer row is a sentence, or a span of one), so only the sentences' spans need to be
     enumerated. Of rows that are equal after normalising, the first counts.
     """
+    normalised = [normalise(text) for text in texts]
     index: dict[str, int] = {}
-    for i, text in enumerate(texts):
-        index.setdefault(normalise(text), i)
-    covered = [False] * len(texts)
-    for i, text in enumerate(texts):
-        if index[normalise(text)] != i:
-            covered[i] = True  # a repeat of an earlier row
+    for i, text in enumerate(normalised):
+        index.setdefault(text, i)
+    covered = [index[text] != i for i, text in enumerate(normalised)]  # repeats of earlier rows
     sentences: list[int] = []
     for i in sorted(range(len(texts)), key=lambda k: (-len(texts[k].split()), k)):
         if covered[i]:
