@@ -163,6 +163,14 @@ def test_a_retained_input_is_labelled_once_not_again_on_every_reconnect(
     agent = make_agent(broker.port, client_id="keep")
     agent.wait_online(client, "edge-agent/keep/status")
     client.wait_for(1, topic_prefix="keep/in/retained/label", timeout_s=30)  # first: labelled
+    # The input is acknowledged only after the broker's PUBACK for its label: a restart before
+    # that redelivers it (at least once, rightly) and would look like a replay. Let it settle.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(line["event"] == "batch_done" for line in agent.log_lines()):
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
 
     def onlines() -> int:
         return sum(b"online" in m.payload for m in client.messages("edge-agent/keep/status"))
