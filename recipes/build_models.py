@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         "steps": result.figures(),
         "recipe_seconds": round(time.monotonic() - started, 1),
     }
+    mpnet_figures = work / "mpnet" / "figures.json"
+    if mpnet_figures.exists():  # the MiniLM teacher was taught by it
+        figures["mpnet_teacher"] = json.loads(mpnet_figures.read_text(encoding="utf-8"))
     figures.update(task.extra_figures(result.student, data))
     (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(figures, indent=2))
@@ -174,37 +177,43 @@ def main(argv: list[str] | None = None) -> int:
 def _mpnet_teacher(
     args: argparse.Namespace, data: TaskData, work: Path, log: Callable[[dict[str, Any]], None]
 ) -> Any:
-    """Fine-tune all-mpnet-base-v2 on the task (or load it from an earlier run's work folder)."""
+    """Fine-tune all-mpnet-base-v2 on the task (or load it from an earlier run's work folder)
+    and return it as its cached logits on the training rows; its figures go to
+    mpnet/figures.json."""
+    from edge_agent.toolkit.train.cached_teacher import cached_logits, cached_teacher
     from edge_agent.toolkit.train.distil import evaluate
     from edge_agent.toolkit.train.fit import FitOptions, fit
     from edge_agent.toolkit.train.mpnet import load_mpnet_teacher
 
     saved = work / "mpnet"
-    if (saved / "model.safetensors").exists():
-        return load_mpnet_teacher(len(data.labels), saved)
-    model = load_mpnet_teacher(len(data.labels))
-    # The usual fine-tuning settings for a base-sized encoder; the time budget, not the epoch,
-    # ends it on a small CPU (it is most of the way there after a few thousand rows).
-    options = FitOptions(
-        epochs=args.mpnet_epochs,
-        learning_rate=3e-5,
-        batch_size=32,
-        evals_per_epoch=6,
-        patience=3,
-        max_seconds=args.mpnet_max_minutes * 60,
-    )
     t0 = time.monotonic()
-    fit(model, data.train, data.validation, options, multi_label=False, log=log)
-    model.save_pretrained(str(saved))
-    log(
-        {
-            "step_done": "mpnet_teacher",
-            "validation": evaluate(model, data.validation, False)[0],
-            "held_out": evaluate(model, data.held_out, False)[0],
-            "seconds": round(time.monotonic() - t0, 1),
-        }
-    )
-    return model
+    if (saved / "model.safetensors").exists():
+        model = load_mpnet_teacher(len(data.labels), saved)
+    else:
+        model = load_mpnet_teacher(len(data.labels))
+        # The usual fine-tuning settings for a base-sized encoder; size the schedule to the
+        # time budget so that the learning rate decays to zero within it.
+        options = FitOptions(
+            epochs=args.mpnet_epochs,
+            learning_rate=3e-5,
+            batch_size=32,
+            evals_per_epoch=6,
+            patience=3,
+            max_seconds=args.mpnet_max_minutes * 60,
+        )
+        fit(model, data.train, data.validation, options, multi_label=False, log=log)
+        model.save_pretrained(str(saved))
+    figures = {
+        "validation": evaluate(model, data.validation, False)[0],
+        "held_out": evaluate(model, data.held_out, False)[0],
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    log({"step_done": "mpnet_teacher", **figures})
+    (saved / "figures.json").write_text(json.dumps(figures) + "\n", encoding="utf-8")
+    t0 = time.monotonic()
+    logits = cached_logits(model, data.train.ids, saved)
+    log({"mpnet_logits_seconds": round(time.monotonic() - t0, 1), "rows": len(logits)})
+    return cached_teacher(data.train.ids, logits)
 
 
 def _bundle(

@@ -348,3 +348,25 @@ def test_the_deployed_graph_is_measured_with_the_deployed_tokenizer(tmp_path: Pa
     for graph in (fp32, int8):
         logits = graph_logits(graph, deployable.tokenizer, [text], max_seq_len=32, threads=1)
         assert logits.shape == (1, 2) and np.isfinite(logits).all()
+
+
+def test_a_cached_teacher_gives_the_models_logits_for_any_batch_of_its_rows(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from edge_agent.toolkit.train.cached_teacher import cached_logits, cached_teacher
+    from edge_agent.toolkit.train.fit import pad_batch
+
+    model = _tiny_bert()
+    generator = np.random.default_rng(0)
+    rows = [[101, *generator.integers(5, 120, n).tolist(), 102] for n in (3, 9, 1, 14, 6)]
+    logits = cached_logits(model, rows, tmp_path)
+    teacher = cached_teacher(rows, logits)
+    input_ids, mask = pad_batch([rows[3], rows[0], rows[2]], torch.device("cpu"))
+    with torch.no_grad():
+        live = model(input_ids=input_ids, attention_mask=mask).logits
+    assert torch.allclose(teacher(input_ids=input_ids, attention_mask=mask).logits, live, atol=1e-5)
+    # saved for these rows: read back, not recomputed; other rows: computed afresh
+    assert np.array_equal(cached_logits(_tiny_bert(num_labels=2), rows, tmp_path), logits)
+    assert cached_logits(_tiny_bert(num_labels=2), rows[:4], tmp_path).shape == (4, 2)
