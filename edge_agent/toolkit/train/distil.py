@@ -88,13 +88,16 @@ def run_recipe(
     teacher_trained: bool = False,
     make_student: Callable[[Any, int], Any] | None = None,
     transfer: Sequence[Sequence[int]] = (),
+    distil_from: Any = None,
 ) -> RecipeResult:
     """Fine-tune `teacher` (unless already trained), then build and distil the grouped student.
 
     `make_student(teacher, groups)` defaults to the MiniLM -> SqueezeBERT init, with grouped
     layers fitted on `options.calibration_rows` random training rows. `transfer` (token ids of
     unlabelled texts, single-label distillation only) joins the student's training rows: it
-    learns from them through the teacher's outputs alone.
+    learns from them through the teacher's outputs alone. `distil_from` replaces the teacher
+    as what the student distils from (e.g. a stronger model's logits with the teacher's hidden
+    states, cached_teacher.py); the student is still initialised from the teacher.
     """
     if transfer and (multi_label or not options.distil):
         raise ValueError("transfer texts need single-label distillation")
@@ -138,7 +141,7 @@ def run_recipe(
         validation,
         student_options,
         multi_label=multi_label,
-        teacher=teacher if options.distil else None,
+        teacher=(distil_from or teacher) if options.distil else None,
         log=log,
     )
     measure(

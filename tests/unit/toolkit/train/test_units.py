@@ -361,12 +361,16 @@ def test_a_cached_teacher_gives_the_models_logits_for_any_batch_of_its_rows(
     model = _tiny_bert()
     generator = np.random.default_rng(0)
     rows = [[101, *generator.integers(5, 120, n).tolist(), 102] for n in (3, 9, 1, 14, 6)]
-    logits = cached_logits(model, rows, tmp_path)
+    logits = cached_logits(lambda: model, rows, tmp_path)
     teacher = cached_teacher(rows, logits)
     input_ids, mask = pad_batch([rows[3], rows[0], rows[2]], torch.device("cpu"))
     with torch.no_grad():
         live = model(input_ids=input_ids, attention_mask=mask).logits
     assert torch.allclose(teacher(input_ids=input_ids, attention_mask=mask).logits, live, atol=1e-5)
+
     # saved for these rows: read back, not recomputed; other rows: computed afresh
-    assert np.array_equal(cached_logits(_tiny_bert(num_labels=2), rows, tmp_path), logits)
-    assert cached_logits(_tiny_bert(num_labels=2), rows[:4], tmp_path).shape == (4, 2)
+    def other_model() -> Any:
+        return _tiny_bert(num_labels=2)
+
+    assert np.array_equal(cached_logits(other_model, rows, tmp_path), logits)
+    assert cached_logits(other_model, rows[:4], tmp_path).shape == (4, 2)
