@@ -374,3 +374,25 @@ def test_a_cached_teacher_gives_the_models_logits_for_any_batch_of_its_rows(
 
     assert np.array_equal(cached_logits(other_model, rows, tmp_path), logits)
     assert cached_logits(other_model, rows[:4], tmp_path).shape == (4, 2)
+
+
+def test_a_combined_teacher_answers_with_one_model_and_thinks_with_the_other() -> None:
+    import torch
+
+    from edge_agent.toolkit.train.cached_teacher import logits_and_hidden
+
+    answers, layers = _tiny_bert(num_labels=2), _tiny_bert(num_labels=3)
+    ids = torch.randint(5, 120, (2, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        combined = logits_and_hidden(answers, layers)(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True
+        )
+        expected_logits = answers(input_ids=ids, attention_mask=mask).logits
+        expected_hidden = layers(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states
+    assert torch.equal(combined.logits, expected_logits)
+    assert all(
+        torch.equal(a, b) for a, b in zip(combined.hidden_states, expected_hidden, strict=True)
+    )
