@@ -62,10 +62,14 @@ def test_broker_restart_mid_stream_loses_nothing(
     client.subscribe(f"{name}/in/+/label")
     topic, prefix, total = f"{name}/in/s", f"{name}/in/s/label", 600
     publish_numbered(client, topic, range(0, 300))
-    # The test's own client steps out (its session keeps collecting results): what is
-    # under test is the agent, which stays connected until the broker goes away. (A paho
-    # client that is connected through the broker's SIGTERM has been seen to miss one
-    # in-flight message here while an independent subscriber saw it; see the issue notes.)
+    # The test's own client has every result of the first half before it steps out: a
+    # result in flight to a subscriber that disconnects (or is connected) when mosquitto
+    # 2.0.11 restarts was lost now and then (3 runs in 15 here, always the last result
+    # before the restart) although the agent's publish had been acknowledged by the broker,
+    # and a subscriber offline through the restart lost the first 22 results queued for
+    # it. That is the broker's loss, not the agent's, which stays connected until the
+    # broker goes away and must label everything published after it comes back.
+    wait_all_labelled(client, prefix, 300, timeout_s=40)
     client.pause()
     broker.stop()  # SIGTERM: mosquitto saves its persistence file, sessions included
     broker.start()
