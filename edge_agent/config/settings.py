@@ -142,6 +142,9 @@ class BatchingConfig:
     # while the previous one ran. A wait buys larger batches at light load for latency
     # (docs/benchmarks.md has the measured trade-off).
     max_wait_ms: float = 0.0
+    # Batches classified at once, each on `models.threads` onnxruntime threads; null: one
+    # per physical core. Results still leave in arrival order.
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -315,10 +318,12 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{path}: expected a number >= 0, got {number}")
     if config.broker.reconnect_max_s < config.broker.reconnect_min_s:
         raise ConfigError("broker.reconnect_max_s: expected a number >= broker.reconnect_min_s")
-    if config.models.threads is not None and config.models.threads < 1:
-        raise ConfigError(
-            f"models.threads: expected null or an integer >= 1, got {config.models.threads}"
-        )
+    for path, count in (
+        ("models.threads", config.models.threads),
+        ("batching.workers", config.batching.workers),
+    ):
+        if count is not None and not 1 <= count <= 256:
+            raise ConfigError(f"{path}: expected null or an integer from 1 to 256, got {count}")
     secrets = [
         name
         for name in ("password_file", "password_env", "credential")

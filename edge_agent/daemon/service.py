@@ -4,8 +4,13 @@ The parts arrive built (edge_agent/daemon/wiring.py); this module only runs them
 
 Threads:
 - paho's network thread (edge_agent.mqtt.link) converts deliveries and hands them to the batcher;
-- one worker thread takes micro-batches, decodes, classifies, publishes results, and swaps
-  in models the loader finished, between two batches;
+- one worker thread takes micro-batches, decodes them, shapes and publishes their results in
+  the order they came, and swaps in models the loader finished when no batch is in flight;
+- with `batching.workers` > 1 (the default on a multi-core CPU), a pool of that many
+  classifying threads tokenizes and runs the models, so several batches are classified at
+  once while the worker prepares the next and publishes the last (the worker keeps up to
+  one batch more than the pool has threads in flight, so that a thread that finishes finds
+  the next batch ready);
 - the model store's loader thread polls the models directory and loads, verifies and warms
   up new bundles while the old one keeps serving (edge_agent/models/store.py);
 - with `ota.enabled`, the OTA worker thread stages updates delivered over the same MQTT
@@ -27,7 +32,9 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
@@ -43,7 +50,14 @@ from edge_agent.pipeline.acks import AckLedger, DeliveryRef
 from edge_agent.pipeline.attempts import AttemptLog
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.inbound import Inbound
-from edge_agent.pipeline.processing import LABELLED, BatchResult, Outgoing, Processor
+from edge_agent.pipeline.processing import (
+    LABELLED,
+    BatchResult,
+    Classified,
+    Outgoing,
+    Prepared,
+    Processor,
+)
 from edge_agent.telemetry.logs import get_logger
 from edge_agent.telemetry.metrics import MetricsServer
 from edge_agent.telemetry.sd_notify import Notifier
@@ -59,6 +73,14 @@ SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A batch prepared on the worker thread whose classification runs on the pool."""
+
+    prepared: Prepared
+    classified: Future[Classified]
 
 
 class Service:
@@ -78,6 +100,7 @@ class Service:
         metrics: MetricsServer | None,
         notifier: Notifier,
         channels: tuple[SideChannel, ...] = (),
+        workers: int = 1,
     ) -> None:
         self.config = config
         self.store = store
@@ -94,6 +117,14 @@ class Service:
         self.channels = channels  # Home Assistant, control topic (daemon/side_channels.py)
         self.should_exit = threading.Event()
         self.force_exit = False
+        self.workers = workers
+        # Classification runs on this pool when several batches may run at once; the worker
+        # thread still prepares, shapes and publishes every batch, in arrival order.
+        self._pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="edge-agent-classify")
+            if workers > 1
+            else None
+        )
         self._worker = threading.Thread(target=self._work, name="edge-agent-worker", daemon=True)
         self._worker_beat = time.monotonic()
         self._batch_started: float | None = None
@@ -118,6 +149,7 @@ class Service:
             models=self.store.versions(),
             routes=[route.subscribe for route in self.config.routes],
             broker=f"{self.config.broker.host}:{self.config.broker.port}",
+            workers=self.workers,
         )
         next_watchdog = 0.0
         last_health = Health(worker=True, network=True)
@@ -293,33 +325,83 @@ class Service:
     # ---- worker thread -------------------------------------------------------------------
 
     def _work(self) -> None:
-        while not self.force_exit:
-            batch = self.batcher.next_batch(WORKER_POLL_S)
-            self._worker_beat = time.monotonic()
-            for swapped in self.store.apply_ready():  # between batches, never inside one
-                self._bundle_swapped(swapped)
-            if not batch:
-                if self.batcher.closed and len(self.batcher) == 0:
-                    return
-                continue
-            self._batch_started = time.monotonic()
-            try:
-                self._handle_safely(batch)
-            finally:
-                self._batch_started = None
+        in_flight: deque[_InFlight] = deque()
+        try:
+            while not self.force_exit:
+                if not in_flight:
+                    for swapped in self.store.apply_ready():  # between batches, never inside one
+                        self._bundle_swapped(swapped)
+                elif self._must_finish_oldest(in_flight):
+                    self._finish(in_flight.popleft())
+                    self._batch_started = in_flight[0].prepared.started if in_flight else None
+                    continue
+                # New work, or the oldest batch in flight done: whichever comes first.
+                oldest = in_flight[0].classified.done if in_flight else None
+                batch = self.batcher.next_batch(WORKER_POLL_S, until=oldest)
                 self._worker_beat = time.monotonic()
-            self.stats.set_queue_depth(len(self.batcher))
+                if batch:
+                    if not in_flight:
+                        self._batch_started = time.monotonic()
+                    started = self._start(batch)
+                    if started is not None:
+                        in_flight.append(started)
+                    self._batch_started = in_flight[0].prepared.started if in_flight else None
+                    self.stats.set_queue_depth(len(self.batcher))
+                elif not in_flight and self.batcher.closed and len(self.batcher) == 0:
+                    return
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+
+    def _must_finish_oldest(self, in_flight: deque[_InFlight]) -> bool:
+        """Publish the oldest batch now rather than start another: it is done, every
+        worker is busy, a new model waits for the pipeline to empty, or no more is coming."""
+        return (
+            in_flight[0].classified.done()
+            or len(in_flight) > self.workers
+            or self.store.swap_waiting()
+            or (self.batcher.closed and len(self.batcher) == 0)
+        )
+
+    def _start(self, batch: list[Inbound]) -> _InFlight | None:
+        """Prepare a batch here and classify it on a pool thread; None when it was handled
+        here to the end instead (one worker, or a batch whose preparing raised)."""
+        if self._pool is None:
+            self._handle_safely(batch)
+            return None
+        try:
+            prepared = self.processor.prepare(batch)
+        except Exception as error:
+            self._recover(batch, error)
+            return None
+        classified = self._pool.submit(self.processor.classify, prepared)
+        classified.add_done_callback(lambda _: self.batcher.wake())
+        return _InFlight(prepared, classified)
+
+    def _finish(self, item: _InFlight) -> None:
+        """Shape and publish a classified batch (batches finish in the order they came)."""
+        batch = item.prepared.batch
+        try:
+            self._deliver(batch, self.processor.finish(item.prepared, item.classified.result()))
+        except Exception as error:
+            self._recover(batch, error)
+        finally:
+            self._worker_beat = time.monotonic()
 
     def _handle_safely(self, batch: list[Inbound]) -> None:
-        """A batch that raises is handled again message by message; a message that raises
+        """Prepare, classify and publish a batch here, with `_recover` for a crash."""
+        try:
+            self._deliver(batch, self.processor.process(batch))
+        except Exception as error:
+            self._recover(batch, error)
+        finally:
+            self._worker_beat = time.monotonic()
+
+    def _recover(self, batch: list[Inbound], cause: Exception) -> None:
+        """A batch that raised is handled again message by message; a message that raises
         alone gets an `internal_error` result (a dead-letter entry once it has failed
         `limits.max_attempts` times) and is acknowledged. The worker never dies of one."""
-        try:
-            self._handle_batch(batch)
-            return
-        except Exception as error:
-            log.exception("batch_crashed", size=len(batch), error=repr(error))
-            cause = error
+        log.exception("batch_crashed", size=len(batch), error=repr(cause))  # in an except
         if len(batch) > 1:
             for inbound in batch:
                 self._handle_safely([inbound])
@@ -335,8 +417,7 @@ class Service:
         if inbound.qos > 0:
             self.ledger.settle(DeliveryRef(inbound.generation, inbound.mid))
 
-    def _handle_batch(self, batch: list[Inbound]) -> None:
-        result = self.processor.process(batch)
+    def _deliver(self, batch: list[Inbound], result: BatchResult) -> None:
         for inbound, outgoing in result.by_delivery:
             self._publish_for(inbound, outgoing)
         for key in result.keys:

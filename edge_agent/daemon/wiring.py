@@ -26,6 +26,7 @@ from edge_agent.daemon.ota_channel import OtaChannel
 from edge_agent.daemon.service import Service
 from edge_agent.daemon.side_channels import SideChannel
 from edge_agent.engine.encoder import Encoder
+from edge_agent.engine.session import inference_layout
 from edge_agent.labels.examples import LabelsError
 from edge_agent.models.label_sets import LabelSets, LabelSetSource
 from edge_agent.models.refusals import RefusalLog
@@ -111,6 +112,7 @@ def build_service(config: Config) -> Service:
         metrics=metrics,
         notifier=Notifier(),
         channels=tuple(channels),
+        workers=inference_layout(config.batching.workers, config.models.threads)[0],
     )
     if control is not None:
         control.bind_health(lambda: _health_data(service))
@@ -232,7 +234,7 @@ def _load_models(config: Config, keyring: Keyring | None) -> ModelStore:
             config.models_dir,
             [route.model for route in config.routes],
             precision=config.models.precision,
-            threads=config.models.threads,
+            threads=inference_layout(config.batching.workers, config.models.threads)[1],
             keyring=keyring,
             refusals=refusals,
             label_sets=label_sets,

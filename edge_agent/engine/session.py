@@ -37,6 +37,17 @@ def physical_cores() -> int:
     return max(1, len(cores) or (os.cpu_count() or 1))
 
 
+def inference_layout(workers: int | None, threads: int | None) -> tuple[int, int]:
+    """(batches classified at once, onnxruntime intra-op threads for each): by default one
+    single-threaded batch per physical core. Two one-thread runs side by side on one session
+    labelled 1,304 msg/s on two cores where one two-thread run at a time labelled 909
+    (docs/benchmarks.md): without spinning, a thread pool's workers sleep and wake at every
+    parallel operator, and a run stalls whenever another process has one of its cores."""
+    cores = physical_cores()
+    workers = workers if workers is not None else cores
+    return workers, threads if threads is not None else max(1, cores // workers)
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """Options for a small CPU: intra-op threads = physical cores, no inter-op pool."""
     options = ort.SessionOptions()

@@ -234,6 +234,12 @@ class ModelStore:
         """Poll now instead of at the next interval (OTA just installed a bundle)."""
         self._poke.set()
 
+    def swap_waiting(self) -> bool:
+        """A loaded bundle waits for `apply_ready` (the worker lets batches in flight finish
+        first, so that every batch is labelled by one version)."""
+        with self._lock:
+            return bool(self._ready)
+
     # ---- worker thread ---------------------------------------------------------------
 
     def apply_ready(self) -> list[Swapped]:

@@ -45,14 +45,16 @@ class Batcher(Generic[T]):
             self._ready.notify()
             return over
 
-    def next_batch(self, timeout_s: float) -> list[T]:
-        """Up to max_batch items; [] when nothing arrived within timeout_s or when closed
-        and empty. The worker calls this in a loop with a short timeout so it can show
-        it is alive even when idle."""
+    def next_batch(self, timeout_s: float, until: Callable[[], bool] | None = None) -> list[T]:
+        """Up to max_batch items; [] when nothing arrived within timeout_s, when closed
+        and empty, or as soon as `until()` is true (checked at every `wake()`: the worker
+        waits for new work or for a batch in flight to finish, whichever comes first). The
+        worker calls this in a loop with a short timeout so it can show it is alive even
+        when idle."""
         deadline = time.monotonic() + timeout_s
         with self._ready:
             while not self._items:
-                if self._closed:
+                if self._closed or (until is not None and until()):
                     return []
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -63,6 +65,8 @@ class Batcher(Generic[T]):
                 remaining = batch_deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                if until is not None and until():
+                    return []  # the items keep their place and their deadline
                 self._ready.wait(remaining)
             count = min(self._max_batch, len(self._items))
             return [self._items.popleft()[1] for _ in range(count)]
@@ -80,6 +84,11 @@ class Batcher(Generic[T]):
                     kept.append(stamped)
             self._items = kept
             return removed
+
+    def wake(self) -> None:
+        """Make a waiting `next_batch` check its `until` again (any thread)."""
+        with self._ready:
+            self._ready.notify_all()
 
     def close(self) -> None:
         """No more items will come; wake the worker so it can finish what is queued."""

@@ -1,12 +1,13 @@
 """One micro-batch from deliveries to outgoing publishes: poison check, decode, classify.
 
-Runs on the worker thread and does no network I/O: it returns what to publish and the
-service publishes it, so the order "attempt recorded -> processed -> published ->
-acknowledged" stays in one place. Classification failures are isolated: a batch that
-raises is retried message by message, and a message that keeps raising is dead-lettered
-after `limits.max_attempts`. Messages that were in flight when an earlier run died
-("suspects") are classified alone, so a poison message cannot take its batch-mates down
-with it again.
+Three steps: `prepare` and `finish` run on the worker thread in arrival order, `classify`
+(tokenize and run the models) may run on another thread meanwhile. None does network I/O:
+they return what to publish and the service publishes it, so the order "attempt recorded ->
+processed -> published -> acknowledged" stays in one place. Classification failures are
+isolated: a batch that raises is retried message by message, and a message that keeps
+raising is dead-lettered after `limits.max_attempts`. Messages that were in flight when an
+earlier run died ("suspects") are classified alone, so a poison message cannot take its
+batch-mates down with it again.
 """
 
 from __future__ import annotations
@@ -94,6 +95,29 @@ class _Job:
     suspect: bool
 
 
+@dataclass
+class Prepared:
+    """A batch journalled, decoded and routed, waiting to be classified. One thread at a
+    time works on it: the worker, then a classifying thread, then the worker again."""
+
+    batch: list[Inbound]
+    outgoing: list[list[Outgoing]]  # per delivery: its error results so far
+    keys: list[str]
+    jobs: list[_Job]
+    started: float
+    prepare_s: float
+
+
+@dataclass
+class Classified:
+    """What the models said about a prepared batch."""
+
+    labelled: list[tuple[_Job, Prediction]] = field(default_factory=list)
+    dead_lettered: list[tuple[int, list[Outgoing]]] = field(default_factory=list)
+    models: Counter[str] = field(default_factory=Counter)
+    timing: ClassifyTiming = field(default_factory=ClassifyTiming)  # tokenize, infer
+
+
 # Told about every labelled result before it is published: (route, input topic, output
 # topic). Home Assistant discovery uses it to announce an entity for a wildcard route's new
 # topic before that topic's first state arrives.
@@ -118,6 +142,12 @@ class Processor:
         self._last_labels = output.LastLabels()
 
     def process(self, batch: list[Inbound]) -> BatchResult:
+        """The three steps below in one go."""
+        prepared = self.prepare(batch)
+        return self.finish(prepared, self.classify(prepared))
+
+    def prepare(self, batch: list[Inbound]) -> Prepared:
+        """Journal every attempt, decode, route (the worker thread, in arrival order)."""
         started = time.monotonic()
         outgoing: list[list[Outgoing]] = [[] for _ in batch]
         keys: list[str] = []
@@ -150,54 +180,58 @@ class Processor:
                     )
                 else:
                     jobs.append(_Job(position, route, decoded, key, suspect=previous > 0))
-        result = BatchResult(
-            list(zip(batch, outgoing, strict=True)),
-            keys,
-            started=started,
-            prepare_s=time.monotonic() - started,
-        )
-        self._classify_all(batch, jobs, outgoing, result)
-        return result
+        return Prepared(batch, outgoing, keys, jobs, started, time.monotonic() - started)
 
-    def _classify_all(
-        self,
-        batch: list[Inbound],
-        jobs: list[_Job],
-        outgoing: list[list[Outgoing]],
-        result: BatchResult,
-    ) -> None:
+    def classify(self, prepared: Prepared) -> Classified:
+        """Tokenize and run the models (any thread: it reads `prepared` and the attempt
+        journal, which has its own lock, and touches nothing else here)."""
+        classified = Classified()
         by_model: defaultdict[str, list[_Job]] = defaultdict(list)
-        for job in jobs:
+        for job in prepared.jobs:
             by_model[job.route.served_by].append(job)
-        models: Counter[str] = Counter()
         for model, model_jobs in by_model.items():
             chunks = [[job for job in model_jobs if not job.suspect]]
             chunks += [[job] for job in model_jobs if job.suspect]
             for chunk in chunks:
-                if not chunk:
-                    continue
-                labelled = self._classify_chunk(model, chunk, batch, outgoing, result.timing)
-                encoding = time.perf_counter()
-                for job, prediction in labelled:
-                    shaped = self._result(batch[job.position], job, prediction)
-                    if shaped is not None:
-                        outgoing[job.position].append(shaped)
-                result.encode_s += time.perf_counter() - encoding
-                models[model] += len(chunk)
-        result.models = dict(models)
+                if chunk:
+                    classified.labelled += self._classify_chunk(
+                        model, chunk, prepared.batch, classified
+                    )
+                    classified.models[model] += len(chunk)
+        return classified
+
+    def finish(self, prepared: Prepared, classified: Classified) -> BatchResult:
+        """Shape the results (the worker thread, in arrival order: `on_change` and the
+        result observer see the labels in the order the messages came)."""
+        outgoing = prepared.outgoing
+        for position, dead in classified.dead_lettered:
+            outgoing[position] += dead
+        encoding = time.perf_counter()
+        for job, prediction in classified.labelled:
+            shaped = self._result(prepared.batch[job.position], job, prediction)
+            if shaped is not None:
+                outgoing[job.position].append(shaped)
+        return BatchResult(
+            list(zip(prepared.batch, outgoing, strict=True)),
+            prepared.keys,
+            models=dict(classified.models),
+            started=prepared.started,
+            prepare_s=prepared.prepare_s,
+            timing=classified.timing,
+            encode_s=time.perf_counter() - encoding,
+        )
 
     def _classify_chunk(
         self,
         model: str,
         chunk: list[_Job],
         batch: list[Inbound],
-        outgoing: list[list[Outgoing]],
-        timing: ClassifyTiming,
+        classified: Classified,
     ) -> list[tuple[_Job, Prediction]]:
         top_k = self._settings.top_k
         try:
             texts = [job.request.text for job in chunk]
-            predictions = self._classify(model, texts, top_k=top_k, timing=timing)
+            predictions = self._classify(model, texts, top_k=top_k, timing=classified.timing)
             return list(zip(chunk, predictions, strict=True))
         except Exception as error:  # any inference failure is isolated per message, not fatal
             if len(chunk) > 1:
@@ -206,7 +240,7 @@ class Processor:
                 )
                 done: list[tuple[_Job, Prediction]] = []
                 for job in chunk:
-                    done += self._classify_chunk(model, [job], batch, outgoing, timing)
+                    done += self._classify_chunk(model, [job], batch, classified)
                 return done
             job = chunk[0]
             attempts = self._attempts.failed(job.key)
@@ -218,11 +252,10 @@ class Processor:
                 error=repr(error),
             )
             if attempts >= self._max_attempts:
-                outgoing[job.position] += self._dead_letter(
-                    batch[job.position], attempts, repr(error)
-                )
+                dead = self._dead_letter(batch[job.position], attempts, repr(error))
+                classified.dead_lettered.append((job.position, dead))
                 return []
-            return self._classify_chunk(model, chunk, batch, outgoing, timing)
+            return self._classify_chunk(model, chunk, batch, classified)
 
     def _result(self, inbound: Inbound, job: _Job, prediction: Prediction) -> Outgoing | None:
         """The result to publish, or None when on_change finds the label unchanged."""

@@ -68,6 +68,14 @@ def test_wrong_type_names_the_dotted_path(tmp_path: Path) -> None:
             "batching.max_batch: expected an integer from 1",
         ),
         (
+            {"routes": [ROUTE], "batching": {"workers": 0}},
+            "batching.workers: expected null or an integer from 1 to 256, got 0",
+        ),
+        (
+            {"routes": [ROUTE], "models": {"threads": 0}},
+            "models.threads: expected null or an integer from 1 to 256, got 0",
+        ),
+        (
             {"routes": [ROUTE], "results": {"echo_text": "yes"}},
             "results.echo_text: expected true or false",
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from edge_agent.bundle.layout import BundleError
 from edge_agent.bundle.manifest import load_manifest
 from edge_agent.engine.classifier import load_classifier
-from edge_agent.engine.session import physical_cores, session_options
+from edge_agent.engine.session import inference_layout, physical_cores, session_options
 from tests.support.bundles import SAMPLE_TEXTS, edit_manifest
 
 
@@ -142,6 +143,26 @@ def test_session_options_default_to_physical_cores_and_no_inter_op_pool() -> Non
     assert options.intra_op_num_threads == physical_cores() >= 1
     assert options.inter_op_num_threads == 1
     assert session_options(3).intra_op_num_threads == 3
+
+
+def test_the_daemon_runs_one_single_threaded_batch_per_core_unless_told_otherwise() -> None:
+    cores = physical_cores()
+    assert inference_layout(None, None) == (cores, 1)
+    assert inference_layout(1, None) == (1, cores)  # one batch at a time gets every core
+    assert inference_layout(cores + 3, None) == (cores + 3, 1)
+    assert inference_layout(None, 2) == (cores, 2)
+    assert inference_layout(3, 4) == (3, 4)
+
+
+def test_one_classifier_serves_batches_from_several_threads_at_once(tiny_dir: Path) -> None:
+    # The daemon's classifying threads share one classifier (one session, one tokenizer).
+    classifier = load_classifier(tiny_dir, precision="int8", threads=1)
+    batches = [list(SAMPLE_TEXTS[i:] + SAMPLE_TEXTS[:i]) for i in range(len(SAMPLE_TEXTS))]
+    alone = [classifier.logits(batch)[0] for batch in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda batch: classifier.logits(batch)[0], batches * 8))
+    for index, logits in enumerate(together):
+        np.testing.assert_array_equal(logits, alone[index % len(batches)])
 
 
 def test_logits_match_the_label_count(tiny_dir: Path) -> None:

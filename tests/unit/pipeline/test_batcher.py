@@ -68,3 +68,33 @@ def test_remove_where() -> None:
         batcher.put(item)
     assert batcher.remove_where(lambda item: item % 2 == 0) == [0, 2, 4]
     assert batcher.next_batch(0.1) == [1, 3, 5]
+
+
+def test_a_wake_with_its_condition_met_ends_the_wait_for_work() -> None:
+    # The worker waits for new work or for a batch in flight to finish, whichever is first.
+    batcher: Batcher[int] = Batcher(bound=100, max_batch=4, max_wait_s=0.0)
+    finished = threading.Event()
+
+    def finish_in_flight() -> None:
+        time.sleep(0.1)
+        finished.set()
+        batcher.wake()
+
+    threading.Thread(target=finish_in_flight).start()
+    started = time.monotonic()
+    assert batcher.next_batch(5.0, until=finished.is_set) == []
+    assert time.monotonic() - started < 2.5
+    batcher.put(1)
+    assert batcher.next_batch(5.0, until=finished.is_set) == [1]  # work beats the condition
+
+
+def test_a_wake_during_the_wait_for_company_leaves_the_items_queued() -> None:
+    batcher: Batcher[int] = Batcher(bound=100, max_batch=4, max_wait_s=5.0)
+    batcher.put(1)
+    finished = threading.Event()
+    threading.Timer(0.1, lambda: (finished.set(), batcher.wake())).start()
+    assert batcher.next_batch(1.0, until=finished.is_set) == []
+    assert len(batcher) == 1
+    for item in (2, 3, 4):
+        batcher.put(item)
+    assert batcher.next_batch(1.0) == [1, 2, 3, 4]
