@@ -48,29 +48,43 @@ class AttemptLog:
 
     def begin(self, key: str) -> int:
         """Record that processing starts; returns how many earlier attempts did not finish."""
+        return self.begin_all([key])[0]
+
+    def begin_all(self, keys: list[str]) -> list[int]:
+        """`begin` for a batch, with one write to the journal for all of them."""
         with self._lock:
-            if self._in_flight[key] == 0:
-                self._set(key, self._counts.get(key, 0) + 1)
-            self._in_flight[key] += 1
-            return self._counts[key] - 1
+            previous = []
+            for key in keys:
+                if self._in_flight[key] == 0:
+                    self._set(key, self._counts.get(key, 0) + 1)
+                self._in_flight[key] += 1
+                previous.append(self._counts[key] - 1)
+            self._journal.flush()
+            return previous
 
     def failed(self, key: str) -> int:
         """Processing raised (without crashing): count one more attempt; returns the total."""
         with self._lock:
             self._set(key, self._counts.get(key, 0) + 1)
+            self._journal.flush()
             return self._counts[key]
 
     def finish(self, key: str) -> None:
         """The message is done (its result, error or dead letter acknowledged): forget it."""
+        self.finish_all([key])
+
+    def finish_all(self, keys: list[str]) -> None:
+        """`finish` for a batch, with one write to the journal for all of them."""
         with self._lock:
-            self._in_flight[key] -= 1
-            if self._in_flight[key] > 0:
-                return
-            del self._in_flight[key]
-            if key in self._counts:
-                del self._counts[key]
-                self._journal.write(f"{key} 0\n")
-                self._journal.flush()
+            for key in keys:
+                self._in_flight[key] -= 1
+                if self._in_flight[key] > 0:
+                    continue
+                del self._in_flight[key]
+                if key in self._counts:
+                    del self._counts[key]
+                    self._journal.write(f"{key} 0\n")
+            self._journal.flush()
 
     def previous_attempts(self, key: str) -> int:
         with self._lock:
@@ -86,8 +100,7 @@ class AttemptLog:
         if len(self._counts) > MAX_ENTRIES:
             oldest = next(iter(self._counts))
             del self._counts[oldest]
-        self._journal.write(f"{key} {count}\n")
-        self._journal.flush()
+        self._journal.write(f"{key} {count}\n")  # the caller flushes
         self._lines += 1
         if self._lines > 2 * len(self._counts) + COMPACT_SLACK:
             self._journal.close()

@@ -150,12 +150,10 @@ class Processor:
         """Journal every attempt, decode, route (the worker thread, in arrival order)."""
         started = time.monotonic()
         outgoing: list[list[Outgoing]] = [[] for _ in batch]
-        keys: list[str] = []
+        keys = [message_key(inbound.topic, inbound.payload) for inbound in batch]
+        earlier = self._attempts.begin_all(keys)  # on disk before any processing
         jobs: list[_Job] = []
-        for position, inbound in enumerate(batch):
-            key = message_key(inbound.topic, inbound.payload)
-            keys.append(key)
-            previous = self._attempts.begin(key)  # on disk before any processing
+        for position, (inbound, key, previous) in enumerate(zip(batch, keys, earlier, strict=True)):
             if previous >= self._max_attempts:
                 outgoing[position] += self._dead_letter(inbound, previous, "a previous run")
                 continue

@@ -57,3 +57,17 @@ def test_journal_is_compacted(tmp_path: Path) -> None:
         log.finish(key)
     log.close()
     assert len((tmp_path / JOURNAL_NAME).read_text().splitlines()) < 2500
+
+
+def test_a_batch_is_on_disk_before_processing_and_forgotten_once_finished(
+    tmp_path: Path,
+) -> None:
+    log = AttemptLog(tmp_path)
+    keys = [message_key("b", f"m{n}".encode()) for n in range(4)] + [message_key("b", b"m0")]
+    assert log.begin_all(keys) == [0, 0, 0, 0, 0]
+    # In the journal before any processing starts: a crash now leaves every one counted.
+    written = (tmp_path / JOURNAL_NAME).read_text().splitlines()
+    assert {f"{key} 1" for key in keys} <= set(written)
+    log.finish_all(keys)
+    log.close()
+    assert [AttemptLog(tmp_path).previous_attempts(key) for key in keys] == [0] * 5
