@@ -6,11 +6,8 @@ Threads:
 - paho's network thread (edge_agent.mqtt.link) converts deliveries and hands them to the batcher;
 - one worker thread takes micro-batches, decodes them, shapes and publishes their results in
   the order they came, and swaps in models the loader finished when no batch is in flight;
-- with `batching.workers` > 1 (the default on a multi-core CPU), a pool of that many
-  classifying threads tokenizes and runs the models, so several batches are classified at
-  once while the worker prepares the next and publishes the last (the worker keeps up to
-  one batch more than the pool has threads in flight, so that a thread that finishes finds
-  the next batch ready);
+  with `batching.workers` > 1 (the default on a multi-core CPU) a pool of that many threads
+  classifies several batches at once meanwhile (edge_agent/daemon/batch_worker.py);
 - the model store's loader thread polls the models directory and loads, verifies and warms
   up new bundles while the old one keeps serving (edge_agent/models/store.py);
 - with `ota.enabled`, the OTA worker thread stages updates delivered over the same MQTT
@@ -32,14 +29,12 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
 from edge_agent import __version__
 from edge_agent.config.settings import Config
+from edge_agent.daemon.batch_worker import BatchWorker
 from edge_agent.daemon.health import Health, assess_health
 from edge_agent.daemon.model_events import ModelEvents
 from edge_agent.daemon.ota_channel import OtaChannel
@@ -50,21 +45,13 @@ from edge_agent.pipeline.acks import AckLedger, DeliveryRef
 from edge_agent.pipeline.attempts import AttemptLog
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.inbound import Inbound
-from edge_agent.pipeline.processing import (
-    LABELLED,
-    BatchResult,
-    Classified,
-    Outgoing,
-    Prepared,
-    Processor,
-)
+from edge_agent.pipeline.processing import Processor
 from edge_agent.telemetry.logs import get_logger
 from edge_agent.telemetry.metrics import MetricsServer
 from edge_agent.telemetry.sd_notify import Notifier
 from edge_agent.telemetry.stats import Stats, stats_document
 
 TICK_S: Final = 0.2
-WORKER_POLL_S: Final = 0.5
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 # A thread that wants the GIL gets it when the holder blocks, or after the switch interval
 # (5 ms by default). A result published by the worker is written to the socket by paho's
@@ -73,14 +60,6 @@ SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class _InFlight:
-    """A batch prepared on the worker thread whose classification runs on the pool."""
-
-    prepared: Prepared
-    classified: Future[Classified]
 
 
 class Service:
@@ -117,17 +96,18 @@ class Service:
         self.channels = channels  # Home Assistant, control topic (daemon/side_channels.py)
         self.should_exit = threading.Event()
         self.force_exit = False
-        self.workers = workers
-        # Classification runs on this pool when several batches may run at once; the worker
-        # thread still prepares, shapes and publishes every batch, in arrival order.
-        self._pool = (
-            ThreadPoolExecutor(workers, thread_name_prefix="edge-agent-classify")
-            if workers > 1
-            else None
+        self.worker = BatchWorker(
+            store=store,
+            processor=processor,
+            batcher=batcher,
+            link=link,
+            ledger=ledger,
+            attempts=attempts,
+            stats=stats,
+            workers=workers,
+            on_swapped=self._bundle_swapped,
+            abandon=lambda: self.force_exit,
         )
-        self._worker = threading.Thread(target=self._work, name="edge-agent-worker", daemon=True)
-        self._worker_beat = time.monotonic()
-        self._batch_started: float | None = None
         self._ready_sent = False
         self._network_stall_s = 2 * config.broker.keepalive_s + config.broker.reconnect_max_s + 10
         self._last_status = ""
@@ -138,7 +118,7 @@ class Service:
         """Serve until a signal; returns the exit status."""
         self.install_signal_handlers()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        self._worker.start()
+        self.worker.start()
         for refused in self.store.startup_rejections:
             self._bundle_refused(refused)  # queued by the link until it is connected
         self.store.start_watching(self.config.models.poll_interval_s, self._bundle_refused)
@@ -149,7 +129,7 @@ class Service:
             models=self.store.versions(),
             routes=[route.subscribe for route in self.config.routes],
             broker=f"{self.config.broker.host}:{self.config.broker.port}",
-            workers=self.workers,
+            workers=self.worker.workers,
         )
         next_watchdog = 0.0
         last_health = Health(worker=True, network=True)
@@ -157,7 +137,7 @@ class Service:
         failed = False
         while not self.should_exit.is_set():
             now = time.monotonic()
-            if not self._worker.is_alive():
+            if not self.worker.is_alive():
                 log.error("worker_died")
                 failed = True
                 break
@@ -205,7 +185,7 @@ class Service:
         self.link.stop_accepting()
         self.batcher.close()
         self.store.stop_watching()
-        self._wait(lambda: not self._worker.is_alive(), deadline)
+        self._wait(lambda: not self.worker.is_alive(), deadline)
         if self.ota is not None:
             self.ota.stop(timeout_s=max(0.1, deadline - time.monotonic()))
         self._wait(lambda: self.ledger.pending() == 0, deadline)
@@ -231,9 +211,9 @@ class Service:
     def health(self, now: float) -> Health:
         return assess_health(
             now,
-            worker_alive=self._worker.is_alive(),
-            worker_beat=self._worker_beat,
-            batch_started=self._batch_started,
+            worker_alive=self.worker.is_alive(),
+            worker_beat=self.worker.beat,
+            batch_started=self.worker.batch_started,
             network_alive=self.link.network_alive(),
             network_beat=self.link.last_network_activity,
             network_stall_s=self._network_stall_s,
@@ -321,162 +301,3 @@ class Service:
             self.ota.swap_result(swapped.name, swapped.version, None)
         for channel in self.channels:
             channel.swapped(swapped)
-
-    # ---- worker thread -------------------------------------------------------------------
-
-    def _work(self) -> None:
-        in_flight: deque[_InFlight] = deque()
-        try:
-            while not self.force_exit:
-                if not in_flight:
-                    for swapped in self.store.apply_ready():  # between batches, never inside one
-                        self._bundle_swapped(swapped)
-                elif self._must_finish_oldest(in_flight):
-                    self._finish(in_flight.popleft())
-                    self._batch_started = in_flight[0].prepared.started if in_flight else None
-                    continue
-                # New work, or the oldest batch in flight done: whichever comes first.
-                oldest = in_flight[0].classified.done if in_flight else None
-                batch = self.batcher.next_batch(WORKER_POLL_S, until=oldest)
-                self._worker_beat = time.monotonic()
-                if batch:
-                    if not in_flight:
-                        self._batch_started = time.monotonic()
-                    started = self._start(batch)
-                    if started is not None:
-                        in_flight.append(started)
-                    self._batch_started = in_flight[0].prepared.started if in_flight else None
-                    self.stats.set_queue_depth(len(self.batcher))
-                elif not in_flight and self.batcher.closed and len(self.batcher) == 0:
-                    return
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-
-    def _must_finish_oldest(self, in_flight: deque[_InFlight]) -> bool:
-        """Publish the oldest batch now rather than start another: it is done, every
-        worker is busy, a new model waits for the pipeline to empty, or no more is coming."""
-        return (
-            in_flight[0].classified.done()
-            or len(in_flight) > self.workers
-            or self.store.swap_waiting()
-            or (self.batcher.closed and len(self.batcher) == 0)
-        )
-
-    def _start(self, batch: list[Inbound]) -> _InFlight | None:
-        """Prepare a batch here and classify it on a pool thread; None when it was handled
-        here to the end instead (one worker, or a batch whose preparing raised)."""
-        if self._pool is None:
-            self._handle_safely(batch)
-            return None
-        try:
-            prepared = self.processor.prepare(batch)
-        except Exception as error:
-            self._recover(batch, error)
-            return None
-        classified = self._pool.submit(self.processor.classify, prepared)
-        classified.add_done_callback(lambda _: self.batcher.wake())
-        return _InFlight(prepared, classified)
-
-    def _finish(self, item: _InFlight) -> None:
-        """Shape and publish a classified batch (batches finish in the order they came)."""
-        batch = item.prepared.batch
-        try:
-            self._deliver(batch, self.processor.finish(item.prepared, item.classified.result()))
-        except Exception as error:
-            self._recover(batch, error)
-        finally:
-            self._worker_beat = time.monotonic()
-
-    def _handle_safely(self, batch: list[Inbound]) -> None:
-        """Prepare, classify and publish a batch here, with `_recover` for a crash."""
-        try:
-            self._deliver(batch, self.processor.process(batch))
-        except Exception as error:
-            self._recover(batch, error)
-        finally:
-            self._worker_beat = time.monotonic()
-
-    def _recover(self, batch: list[Inbound], cause: Exception) -> None:
-        """A batch that raised is handled again message by message; a message that raises
-        alone gets an `internal_error` result (a dead-letter entry once it has failed
-        `limits.max_attempts` times) and is acknowledged. The worker never dies of one."""
-        log.exception("batch_crashed", size=len(batch), error=repr(cause))  # in an except
-        if len(batch) > 1:
-            for inbound in batch:
-                self._handle_safely([inbound])
-            return
-        inbound = batch[0]
-        try:
-            outgoing = self.processor.crashed(inbound, cause)
-            for item in outgoing:
-                self.link.publish(item.topic, item.payload, qos=item.qos)
-                self.stats.result_published(item.route, item.outcome, None)
-        except Exception as again:  # even the error result failed: still never die
-            log.exception("message_abandoned", topic=inbound.topic, error=repr(again))
-        if inbound.qos > 0:
-            self.ledger.settle(DeliveryRef(inbound.generation, inbound.mid))
-
-    def _deliver(self, batch: list[Inbound], result: BatchResult) -> None:
-        for inbound, outgoing in result.by_delivery:
-            self._publish_for(inbound, outgoing)
-        for key in result.keys:
-            self.attempts.finish(key)
-        self.stats.batch_done(len(batch))
-        outcomes = Counter(item.outcome for _, items in result.by_delivery for item in items)
-        labelled = outcomes.pop(LABELLED, 0)
-        self._record_stages(batch, result, labelled)
-        log.info(
-            "batch_done",
-            size=len(batch),
-            labelled=labelled,
-            errors=dict(outcomes),
-            models=result.models,
-            tokenize_ms=round(result.timing.tokenize_s * 1000, 3),
-            infer_ms=round(result.timing.infer_s * 1000, 3),
-            batch_ms=round((time.monotonic() - result.started) * 1000, 3),
-            waited_ms=round((result.started - min(item.received_at for item in batch)) * 1000, 3),
-            queue_depth=len(self.batcher),
-        )
-
-    def _record_stages(self, batch: list[Inbound], result: BatchResult, labelled: int) -> None:
-        for inbound in batch:
-            self.stats.stage_took("queue", (result.started - inbound.received_at) * 1000)
-        if labelled:
-            self.stats.stage_took("prepare", result.prepare_s * 1000, labelled)
-            self.stats.stage_took("tokenize", result.timing.tokenize_s * 1000, labelled)
-            self.stats.stage_took("infer", result.timing.infer_s * 1000, labelled)
-            self.stats.stage_took("encode", result.encode_s * 1000, labelled)
-
-    def _publish_for(self, inbound: Inbound, outgoing: list[Outgoing]) -> None:
-        ref = DeliveryRef(inbound.generation, inbound.mid)
-        needs_ack = inbound.qos > 0
-        if needs_ack:
-            self.ledger.expect(ref, len(outgoing))
-        for item in outgoing:
-            timed = item.outcome == LABELLED
-            # When paho had the publish: set once publish() returns (a PUBACK may beat it).
-            handed = [time.monotonic()]
-
-            def done(handed: list[float] = handed, timed: bool = timed) -> None:
-                if timed:
-                    self.stats.stage_took("puback", (time.monotonic() - handed[0]) * 1000)
-                if needs_ack:
-                    self.ledger.confirmed(ref)
-
-            began = handed[0]
-            queued = self.link.publish(
-                item.topic,
-                item.payload,
-                qos=item.qos,
-                retain=item.retain,
-                correlation_data=item.correlation_data,
-                on_done=done if needs_ack or item.qos > 0 else None,
-            )
-            handed[0] = time.monotonic()
-            if timed:
-                self.stats.stage_took("handoff", (handed[0] - began) * 1000)
-            if not queued and needs_ack:
-                # Logged by the link; counting it done keeps later messages flowing.
-                self.ledger.confirmed(ref)
-            self.stats.result_published(item.route, item.outcome, item.latency_ms)
