@@ -276,6 +276,7 @@ def measure(
     texts: Sequence[str],
     *,
     saturate_count: int,
+    saturate_rounds: int = 1,
     phases: Callable[[float], list[tuple[str, float]]],
     paced_s: float,
     work: Path,
@@ -293,10 +294,21 @@ def measure(
         notify.close()  # later notifications are refused, not queued
         log(f"{name}: ready in {cold:.2f} s; saturating with {saturate_count} messages")
         run_phase(broker, topic, texts, tag="warm", count=50, rate=None)
-        saturation = (
-            run_phase(broker, topic, texts, tag="sat", count=saturate_count, rate=None)
-            if saturate_count
-            else Phase(0.0, [], 0, 0)
+        # Several rounds, the best kept, as for the model-only ceiling: on a shared machine
+        # the cores are slower for minutes at a time (the same run has measured 620 and
+        # 1,090 msg/s), and the two figures of a ratio should come from the same phase.
+        rounds = [
+            run_phase(broker, topic, texts, tag=f"sat{n}", count=saturate_count, rate=None)
+            for n in range(saturate_rounds if saturate_count else 0)
+        ]
+        if rounds:
+            log(f"{name}: saturation rounds " + ", ".join(f"{r.rate:.0f}" for r in rounds))
+        best = max(rounds, key=lambda r: r.rate, default=Phase(0.0, [], 0, 0))
+        saturation = Phase(
+            best.rate,
+            [],
+            sum(r.missing for r in rounds),
+            sum(r.duplicates for r in rounds),
         )
         loads: dict[str, Phase] = {}
         rss = cores = 0.0
@@ -396,6 +408,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, help="HF checkpoint of the same weights")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "e2e-bench")
     parser.add_argument("--saturate", type=int, default=2000, help="messages at saturation")
+    parser.add_argument("--saturate-rounds", type=int, default=3, help="best one kept")
     parser.add_argument("--naive-saturate", type=int, default=200)
     parser.add_argument("--paced-s", type=float, default=8.0, help="seconds per load level")
     args = parser.parse_args()
@@ -464,6 +477,7 @@ def main() -> int:
             "bench/in/s",
             texts,
             saturate_count=args.saturate,
+            saturate_rounds=args.saturate_rounds,
             # also at the naive script's own 50% rate: the same offered load for both
             phases=lambda rate: [*own_loads(rate), ("naive 50%", naive_half)],
             paced_s=args.paced_s,
