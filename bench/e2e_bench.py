@@ -465,6 +465,7 @@ def main() -> int:
             "naive/in/s",
             texts,
             saturate_count=args.naive_saturate,
+            saturate_rounds=args.saturate_rounds,
             phases=own_loads,
             paced_s=args.paced_s / 2,
             work=args.work,
