@@ -152,18 +152,19 @@ class BatchWorker:
 
     def _finish(self, item: _InFlight) -> None:
         """Shape and publish a classified batch (batches finish in the order they came)."""
-        batch = item.prepared.batch
-        try:
-            self._deliver(batch, self._processor.finish(item.prepared, item.classified.result()))
-        except Exception as error:
-            self._recover(batch, error)
-        finally:
-            self.beat = time.monotonic()
+        prepared = item.prepared
+        self._deliver_safely(
+            prepared.batch, lambda: self._processor.finish(prepared, item.classified.result())
+        )
 
     def _handle_safely(self, batch: list[Inbound]) -> None:
-        """Prepare, classify and publish a batch here, with `_recover` for a crash."""
+        """Prepare, classify and publish a batch here."""
+        self._deliver_safely(batch, lambda: self._processor.process(batch))
+
+    def _deliver_safely(self, batch: list[Inbound], result: Callable[[], BatchResult]) -> None:
+        """Publish what `result()` gives for `batch`, with `_recover` if either raises."""
         try:
-            self._deliver(batch, self._processor.process(batch))
+            self._deliver(batch, result())
         except Exception as error:
             self._recover(batch, error)
         finally:

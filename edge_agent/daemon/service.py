@@ -85,7 +85,6 @@ class Service:
         self.store = store
         self.attempts = attempts
         self.stats = stats
-        self.processor = processor
         self.batcher = batcher
         self.link = link
         self.ledger = ledger

@@ -53,7 +53,8 @@ class StartupError(Exception):
 def build_service(config: Config) -> Service:
     """The daemon, ready to `run()`, or StartupError."""
     keyring = _keyring(config)
-    store = _load_models(config, keyring)
+    workers, threads = inference_layout(config.batching.workers, config.models.threads)
+    store = _load_models(config, keyring, threads)
     attempts = _attempt_log(config)
     stats = Stats()
     for name, version in store.versions().items():
@@ -112,7 +113,7 @@ def build_service(config: Config) -> Service:
         metrics=metrics,
         notifier=Notifier(),
         channels=tuple(channels),
-        workers=inference_layout(config.batching.workers, config.models.threads)[0],
+        workers=workers,
     )
     if control is not None:
         control.bind_health(lambda: _health_data(service))
@@ -216,7 +217,7 @@ def _keyring(config: Config) -> Keyring | None:
     return None
 
 
-def _load_models(config: Config, keyring: Keyring | None) -> ModelStore:
+def _load_models(config: Config, keyring: Keyring | None, threads: int) -> ModelStore:
     try:
         refusals = RefusalLog(config.state_path)
     except OSError as error:
@@ -234,7 +235,7 @@ def _load_models(config: Config, keyring: Keyring | None) -> ModelStore:
             config.models_dir,
             [route.model for route in config.routes],
             precision=config.models.precision,
-            threads=inference_layout(config.batching.workers, config.models.threads)[1],
+            threads=threads,
             keyring=keyring,
             refusals=refusals,
             label_sets=label_sets,
