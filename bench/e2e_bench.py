@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import yaml
 
@@ -41,6 +42,9 @@ from tests.support.traffic import (  # noqa: E402  (after the path set-up)
     percentile,
     rss_kib,
 )
+
+if TYPE_CHECKING:
+    from edge_agent.engine.classifier import Classifier
 
 LABELS: Final = ("negative", "positive")
 MAX_SEQ_LEN: Final = 128
@@ -308,9 +312,8 @@ def measure(
             )
         if rounds:
             log(f"{name}: saturation rounds " + ", ".join(f"{r.rate:.0f}" for r in rounds))
-        rates = sorted(r.rate for r in rounds)
         saturation = Phase(
-            rates[len(rates) // 2] if rates else 0.0,
+            statistics.median_high(r.rate for r in rounds) if rounds else 0.0,
             [],
             sum(r.missing for r in rounds),
             sum(r.duplicates for r in rounds),
@@ -327,7 +330,7 @@ def measure(
             if phase == "50%":
                 rss = rss_kib(process.pid) / 1024
                 cores = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
-        phases = [saturation, *loads.values()]
+        measured = [saturation, *loads.values()]
         return Subject(
             name,
             saturation.rate,
@@ -336,8 +339,8 @@ def measure(
             rss,
             cores,
             cold,
-            sum(p.missing for p in phases),
-            sum(p.duplicates for p in phases),
+            sum(p.missing for p in measured),
+            sum(p.duplicates for p in measured),
         )
     finally:
         process.terminate()
@@ -351,14 +354,11 @@ class ModelOnly:
     paced_ms: float  # median, one message every 1/LIGHT_RATE s, as a light stream arrives
 
 
-def model_only(
-    bundle: Path, texts: Sequence[str], *, batch: int, seconds: float, workers: int, threads: int
-) -> ModelOnly:
-    """The engine alone, in this process, laid out as the agent runs it: `workers` threads
-    each classifying batches of `batch` on one session of `threads` intra-op threads."""
-    from edge_agent.engine.classifier import load_classifier
-
-    classifier = load_classifier(bundle, threads=threads)
+def model_throughput(
+    classifier: Classifier, texts: Sequence[str], *, batch: int, seconds: float, workers: int
+) -> float:
+    """Messages/s of the engine alone, in this process, laid out as the agent runs it:
+    `workers` threads each classifying batches of `batch` on the one session."""
     done = [0] * workers
     stop = time.monotonic() + seconds
 
@@ -375,7 +375,11 @@ def model_only(
         thread.start()
     for thread in pool:
         thread.join()
-    throughput = sum(done) / (time.monotonic() - started)
+    return sum(done) / (time.monotonic() - started)
+
+
+def model_latency(classifier: Classifier, texts: Sequence[str]) -> tuple[float, float]:
+    """Median ms of one message: back to back, and paced as a light stream."""
     singles, paced = [], []
     for text in texts[:200]:
         begun = time.perf_counter()
@@ -388,7 +392,7 @@ def model_only(
         begun = time.perf_counter()
         classifier.classify([text])
         paced.append(1000 * (time.perf_counter() - begun))
-    return ModelOnly(throughput, percentile(singles, 0.5), percentile(paced, 0.5))
+    return percentile(singles, 0.5), percentile(paced, 0.5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -414,7 +418,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, help="HF checkpoint of the same weights")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "e2e-bench")
     parser.add_argument("--saturate", type=int, default=2000, help="messages at saturation")
-    parser.add_argument("--saturate-rounds", type=int, default=3, help="best one kept")
+    parser.add_argument("--saturate-rounds", type=int, default=3, help="their median kept")
     parser.add_argument("--naive-saturate", type=int, default=200)
     parser.add_argument("--paced-s", type=float, default=8.0, help="seconds per load level")
     args = parser.parse_args()
@@ -454,6 +458,7 @@ def main() -> int:
 
     try:
         from edge_agent.config.settings import load_config
+        from edge_agent.engine.classifier import load_classifier
         from edge_agent.engine.session import inference_layout
 
         loaded = load_config(config)
@@ -464,14 +469,13 @@ def main() -> int:
         # Single-message times before and after the agent run, the better kept: on a shared
         # machine the other load comes and goes. The throughput ceiling is measured right
         # before each of the agent's saturation rounds instead (ceilings below).
-        before = model_only(bundle, texts, batch=batch, seconds=6, workers=workers, threads=threads)
+        classifier = load_classifier(bundle, threads=threads)
+        before = model_latency(classifier, texts)
         ceilings: list[float] = []
 
         def ceiling_now() -> None:
             ceilings.append(
-                model_only(
-                    bundle, texts, batch=batch, seconds=4, workers=workers, threads=threads
-                ).throughput
+                model_throughput(classifier, texts, batch=batch, seconds=4, workers=workers)
             )
 
         naive = measure(
@@ -501,11 +505,11 @@ def main() -> int:
             paced_s=args.paced_s,
             work=args.work,
         )
-        after = model_only(bundle, texts, batch=batch, seconds=6, workers=workers, threads=threads)
+        after = model_latency(classifier, texts)
         model = ModelOnly(
-            sorted(ceilings)[len(ceilings) // 2],
-            min(before.single_ms, after.single_ms),
-            min(before.paced_ms, after.paced_ms),
+            statistics.median_high(ceilings),
+            min(before[0], after[0]),
+            min(before[1], after[1]),
         )
         # The floor: the same broker, load generator and offered rates as the agent's.
         agent_rates = [(name, agent_rate(agent, name, naive_half)) for name in PHASES]
@@ -583,7 +587,7 @@ def render(
     # Each saturation round against the ceiling measured just before it (same host phase),
     # the median of those ratios.
     shares = [rate / top for rate, top in zip(agent.rounds, ceilings, strict=True)]
-    share = sorted(shares)[len(shares) // 2]
+    share = statistics.median_high(shares)
     pairs = ", ".join(f"{r:.0f}/{c:.0f}" for r, c in zip(agent.rounds, ceilings, strict=True))
     lost = agent.missing + echo.missing
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
