@@ -119,6 +119,7 @@ def run_recipe(
 
     started = time.monotonic()
     if not teacher_trained:
+        log({"step_started": "dense_teacher", "epochs": options.teacher.epochs})
         fit(teacher, train, validation, options.teacher, multi_label=multi_label, log=log)
     measure("dense_teacher", teacher, time.monotonic() - started)
 
@@ -131,6 +132,8 @@ def run_recipe(
     if not options.distil:
         student_options = replace(student_options, kd_alpha=0.0, kd_hidden_weight=0.0)
     student_rows = train
+    step_name = "distilled_student" if options.distil else "grouped_finetuned"
+    log({"step_started": step_name, "epochs": student_options.epochs})
     if transfer:
         student_rows = Encoded(
             ids=[*train.ids, *transfer], targets=[*train.targets, *[UNLABELLED] * len(transfer)]
@@ -144,11 +147,7 @@ def run_recipe(
         teacher=(teacher if distil_from is None else distil_from) if options.distil else None,
         log=log,
     )
-    measure(
-        "distilled_student" if options.distil else "grouped_finetuned",
-        student,
-        time.monotonic() - started,
-    )
+    measure(step_name, student, time.monotonic() - started)
     return RecipeResult(student=student, teacher=teacher, steps=steps)
 
 

@@ -9,9 +9,19 @@ Hugging Face SqueezeBERT checkpoint folder instead (no teacher). The command
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
+
+from edge_agent.toolkit.train.progress import (
+    TITLES,
+    duration,
+    final_summary,
+    printer,
+    say,
+    step_header,
+)
 
 # The student may trail its dense teacher by this much (accuracy, or micro-F1 for
 # multi-label) before the card and the output say so.
@@ -75,8 +85,10 @@ def train(job: TrainJob, work: Path) -> Path:
     from edge_agent.toolkit.train.distil import label_targets
     from edge_agent.toolkit.train.fit import Encoded, FitOptions, pick_device
 
+    started = time.monotonic()
     if job.threads:
         torch.set_num_threads(job.threads)
+    quiet_transformers()
     read: dict[str, Any] = {
         "text_column": job.text_column,
         "label_column": job.label_column,
@@ -149,6 +161,7 @@ def train(job: TrainJob, work: Path) -> Path:
             val_rows=val_rows,
             validation=validation,
             steps=steps,
+            started=started,
         )
     except Exception as error:
         raise AfterTrainingError(checkpoint, error) from error
@@ -171,10 +184,16 @@ def _train_and_save(
 
     multi = job.multi_label
     steps: list[str] = []
+    log = printer(job.progress)
     if job.base is not None:
-        result = fit(model, train, validation, fit_options, multi_label=multi)
+        if job.progress:
+            say(f"fine-tuning {job.base}, {job.epochs:g} epochs")
+        result = fit(model, train, validation, fit_options, multi_label=multi, log=log)
         student = model
-        steps.append(f"fine-tuned {job.base}: validation {result.best_metric:.4f}")
+        steps.append(
+            f"fine-tuned {job.base}: validation {result.best_metric:.4f}"
+            f" ({duration(result.seconds)})"
+        )
     else:
         recipe = run_recipe(
             teacher=model,
@@ -194,10 +213,12 @@ def _train_and_save(
                 distil=job.distil,
             ),
             multi_label=multi,
-            log=lambda entry: None,
+            log=log,
         )
         student = recipe.student
-        steps.extend(f"{s.name}: validation {s.validation:.4f}" for s in recipe.steps)
+        steps.extend(
+            f"{s.name}: validation {s.validation:.4f} ({duration(s.seconds)})" for s in recipe.steps
+        )
         teacher = next((s.validation for s in recipe.steps if s.name == "dense_teacher"), None)
         if teacher is not None:  # kept beside the checkpoint, so --resume still reports it
             work.mkdir(parents=True, exist_ok=True)
@@ -227,6 +248,7 @@ def _finish(
     val_rows: Any,
     validation: Any,
     steps: list[str],
+    started: float,
 ) -> Path:
     """Deploy, export, quantize, measure and pack a trained checkpoint."""
     from edge_agent.toolkit.train.bundle import (
@@ -241,6 +263,8 @@ def _finish(
     from edge_agent.toolkit.train.metrics import format_report
 
     multi = job.multi_label
+    if job.progress:
+        say(TITLES["export"] if job.base is not None else step_header("export"))
     deployed = deploy_checkpoint(checkpoint, work, job.max_seq_len)
     # From here on the deployed checkpoint's own tokenizer: pruning renumbered the ids.
     fp32_graph, int8_graph = export_graphs(
@@ -299,16 +323,31 @@ def _finish(
         card=card,
         replace=job.replace,
     )
-    print("\n".join(steps))
-    print(format_report(figures.fp32, "validation, fp32 graph"))
-    print(format_report(figures.int8, "validation, INT8 graph"))
-    print(f"INT8 vs fp32 agreement: {figures.agreement:.4f}")
-    if "teacher_validation" in metrics:
-        print(f"dense teacher on validation: {metrics['teacher_validation']:.4f}")
-    if gap_note is not None:
-        print(f"note: {gap_note}")
-    print(f"bundle: {bundle} ({bundle_size(bundle) / 1e6:.1f} MB)")
+    print(format_report(figures.int8, "validation, INT8 graph (the bundle's)"))
+    summary = final_summary(
+        data=f"{card['training_data']}; {len(labels)} labels",
+        steps=steps,
+        int8=figures.int8,
+        fp32=figures.fp32,
+        agreement=figures.agreement,
+        multi_label=multi,
+        teacher=metrics.get("teacher_validation"),
+        note=gap_note,
+        checkpoint=checkpoint,
+        bundle=f"{bundle} ({bundle_size(bundle) / 1e6:.1f} MB)",
+        seconds=time.monotonic() - started,
+    )
+    print(summary, flush=True)
     return bundle
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' load reports and weight-loading bars: they name the fresh
+    classifier head as missing, which is expected here, and bury the pipeline's own lines."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _check_resumable(checkpoint: Path, labels: list[str]) -> None:

@@ -16,10 +16,11 @@ from edge_agent.engine.classifier import load_classifier
 from tests.support.agent_process import REPO_ROOT as REPO
 
 
-def run_train(*args: str) -> subprocess.CompletedProcess[str]:
+def run_train(*args: str, progress: bool = False) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    quiet = [] if progress else ["--no-progress"]
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent", "model", "train", *args, "--no-progress"],
+        [sys.executable, "-m", "edge_agent", "model", "train", *args, *quiet],
         capture_output=True,
         text=True,
         env=env,

@@ -59,10 +59,17 @@ def test_the_default_path_on_real_text_reproduces_its_card(tmp_path: Path) -> No
         "--validation", str(_write(tmp_path / "val.csv", validation)),
         "--label-column", "intent", "--name", "clinc6", "--models-dir", str(models),
         "--epochs", "1", "--threads", "2", "--work", str(tmp_path / "work"),
+        progress=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for step in ("dense_teacher", "grouped_init", "distilled_student"):  # the default path
         assert f"{step}: validation" in result.stdout, result.stdout
+    # A user sees each step start and each evaluation as it happens, then one summary.
+    for header in ("[1/4] dense teacher", "[2/4] grouped", "[3/4] grouped", "[4/4] export"):
+        assert header in result.stdout, result.stdout
+    assert "  epoch 1.00: validation" in result.stdout
+    summary = result.stdout[result.stdout.index("\nsummary\n") :]
+    assert f"bundle: {models / 'clinc6' / '1.0.0'}" in summary and "took " in summary
     bundle = models / "clinc6" / "1.0.0"
     manifest = json.loads((bundle / "manifest.json").read_text())
     classifier = load_classifier(bundle, precision="int8", threads=1)
