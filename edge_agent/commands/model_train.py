@@ -42,6 +42,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--student-epochs",
+        type=float,
+        help="the grouped student's epochs (default: twice --epochs; it starts further from"
+        " its goal than the teacher)",
+    )
+    parser.add_argument(
+        "--student-learning-rate",
+        type=float,
+        help="the grouped student's learning rate (default: twice --learning-rate)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--patience", type=int, default=3, help="evaluations without gain")
     parser.add_argument("--evals-per-epoch", type=int, default=2)

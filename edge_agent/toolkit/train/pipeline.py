@@ -48,6 +48,11 @@ class TrainJob:
     max_seq_len: int = 128
     epochs: float = 3.0
     learning_rate: float = 1e-4
+    # None: twice the teacher's. The student starts from a lossy grouped copy of the teacher
+    # (validation 0.20-0.67 on the runs in docs/models.md) and was still climbing after the
+    # teacher's 3 epochs at its rate.
+    student_epochs: float | None = None
+    student_learning_rate: float | None = None
     batch_size: int = 32
     patience: int = 3
     evals_per_epoch: int = 2
@@ -205,6 +210,8 @@ def _train_and_save(
                 # the recipe's distillation settings (docs/models.md)
                 student=replace(
                     fit_options,
+                    epochs=job.student_epochs or 2 * job.epochs,
+                    learning_rate=job.student_learning_rate or 2 * job.learning_rate,
                     freeze_word_embeddings=True,
                     kd_alpha=0.7,
                     kd_hidden_weight=1.0,
