@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # metrics.py imports numpy; this module needs only the type
+    from edge_agent.toolkit.train.metrics import Report
 
 # The default path's steps, in order; export and packing is the last.
 STEPS: Final = ("dense_teacher", "grouped_init", "distilled_student", "export")
@@ -82,8 +85,8 @@ def final_summary(
     *,
     data: str,
     steps: Sequence[str],
-    int8: Any,
-    fp32: Any,
+    int8: Report,
+    fp32: Report,
     agreement: float,
     multi_label: bool,
     teacher: float | None,
@@ -92,12 +95,12 @@ def final_summary(
     bundle: str,
     seconds: float,
 ) -> str:
-    """The one screen printed last, what a user reads when the run ends. `int8` and `fp32` are
-    metrics.Report; the headline figure is accuracy, or micro-F1 for multi-label."""
+    """The one screen printed last, what a user reads when the run ends; the headline figure
+    is accuracy, or micro-F1 for multi-label."""
     name = "micro-F1" if multi_label else "accuracy"
 
-    def headline(report: Any) -> float:
-        return float(report.micro_f1 if multi_label else report.accuracy)
+    def headline(report: Report) -> float:
+        return report.micro_f1 if multi_label else report.accuracy
 
     lines = [
         "",
