@@ -23,6 +23,8 @@ from edge_agent.telemetry.logs import get_logger
 log = get_logger(__name__)
 
 STOP_TIMEOUT_S: Final = 10.0
+# What makes two reports the same news (the time they were made is not).
+_REPORT_IDENTITY: Final = ("state", "update_id", "name", "version", "received", "total", "reason")
 
 
 class OtaLink(Protocol):
@@ -74,6 +76,8 @@ class OtaWorker:
         # Unbounded on purpose: the broker's Receive Maximum and the receiver's chunk window
         # bound what can be in flight, and blocking here would stall paho's network thread.
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._last_report: tuple[object, ...] | None = None
+        self._repeats = 0  # reports equal to the last one, not published again
         self._thread = threading.Thread(target=self._run, name="ota", daemon=True)
         self._thread.start()
 
@@ -122,6 +126,28 @@ class OtaWorker:
             return self._receiver.on_swap_result(job.name, job.version, job.error)
         return self._receiver.on_message(job.topic, job.payload)
 
+    def _repeats_last(self, report: Report) -> bool:
+        """Whether `report` says what the last one said (its time aside). A flood of the same
+        bad update (anyone allowed to publish on the OTA topics can send one) made a retained
+        report, an event and a log line per message: QoS 1 publishes that took paho's
+        in-flight window from the results, so labels waited behind the junk. The retained
+        report already says it; repeats are counted, logged at 1, 2, 4, 8... of them."""
+        document = report.document
+        key = (report.topic, *(document.get(field) for field in _REPORT_IDENTITY))
+        if key != self._last_report:
+            self._last_report, self._repeats = key, 0
+            return False
+        self._repeats += 1
+        if self._repeats & (self._repeats - 1) == 0:
+            log.warning(
+                "ota_report_repeated",
+                state=report.state,
+                update_id=document.get("update_id"),
+                reason=document.get("reason"),
+                times=self._repeats,
+            )
+        return True
+
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Subscribe):
@@ -129,6 +155,8 @@ class OtaWorker:
             elif isinstance(action, Unsubscribe):
                 self._link.unsubscribe(action.topics)
             elif isinstance(action, Report):
+                if self._repeats_last(action):
+                    continue
                 self._link.publish(action.topic, action.payload, qos=1, retain=True)
                 log.info(
                     "ota_" + action.state,
