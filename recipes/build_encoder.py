@@ -30,7 +30,7 @@ SEED: Final = 20261204
 MAX_SEQ_LEN: Final = 64  # training length: the distillation texts are chat lines and queries
 BUNDLE_MAX_SEQ_LEN: Final = 128  # what the bundle takes (its position table is cut there)
 CALIBRATION_ROWS: Final = 4096
-VERSION: Final = "1.0.0"
+VERSION: Final = "1.1.0"
 # Golden texts: what the engine must reproduce on load (any texts do; these are the README's).
 GOLDEN: Final = (
     "smoke detected in the kitchen",
@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         "--init", type=Path, help="start from this student checkpoint (a second round)"
     )
     parser.add_argument(
+        "--recombined",
+        type=int,
+        default=0,
+        help="add this many recombinations of CLINC150 training queries (query-like texts)",
+    )
+    parser.add_argument(
         "--stage",
         choices=("all", "bundle"),
         default="all",
@@ -112,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     datasets = datasets_dir(args.datasets)
     tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
     train_texts = distillation_texts(datasets)
+    if args.recombined:
+        # More text where the encoder is used most (short requests), made from training
+        # queries only, so nothing from the held-out side enters (toolkit/train/augment.py).
+        from edge_agent.toolkit.train.augment import recombined_texts
+
+        queries = [row[0] for row in json.loads(
+            (datasets / "clinc150" / "data_train_val.json").read_text()
+        )["train"]]  # fmt: skip
+        extra = recombined_texts(queries, args.recombined, seed=SEED)
+        train_texts = list(dict.fromkeys(train_texts + extra))
     held = held_out_texts(datasets)
     overlap = set(train_texts) & set(held)
     train_texts = [t for t in train_texts if t not in overlap]
