@@ -64,11 +64,12 @@ def engine_figures(
     labels = list(examples)
     texts = [t for label in labels for t in examples[label]]
     targets = np.array([i for i, label in enumerate(labels) for _ in examples[label]])
-    rule = fit_rule(embed(texts), targets, len(labels), threshold=-2.0)
-    chosen, _, similarity = rule.explain(embed([t for t, _ in val]))
+    rule = fit_rule(embed(texts), targets, len(labels), threshold=-2.0, texts=texts)
+    queries = [t for t, _ in val]
+    chosen, _, similarity = rule.explain(embed(queries), queries)
     truth = np.array([labels.index(y) for _, y in val])
     threshold = float(np.percentile(similarity, REJECTED_IN_SCOPE))
-    _, _, oos_similarity = rule.explain(embed(oos))
+    _, _, oos_similarity = rule.explain(embed(oos), oos)
     return {
         "accuracy": float((chosen == truth).mean()),
         "oos_recall_at_5": float((oos_similarity < threshold).mean()),

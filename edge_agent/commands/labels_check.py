@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         )
     source = "from the file" if labeller.examples.threshold is not None else "auto"
     print(
-        f"\n`{labeller.examples.other}` below cosine {labeller.rule.threshold:.3f} ({source}); "
+        f"\n`{labeller.examples.other}` below similarity {labeller.rule.threshold:.3f} ({source}); "
         f"{encoder.manifest.name} {encoder.manifest.version}, {len(reports)} labels"
     )
     weak = [r.label for r in reports if r.leave_one_out is not None and r.leave_one_out < 1]

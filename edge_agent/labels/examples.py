@@ -6,7 +6,7 @@ forms, chosen by the file's suffix:
 YAML (`.yaml` / `.yml`)::
 
     other: other          # label of a message close to none of the labels (default "other")
-    threshold: auto       # or a cosine similarity in [-1, 1]; auto: from the examples
+    threshold: auto       # or a similarity in [-1, 1.2]; auto: from the examples
     labels:
       alarm:                          # a list of examples ...
         - smoke detected in the kitchen
@@ -191,6 +191,7 @@ def _checked(labels: list[LabelExamples], other: Any, threshold: Any) -> Example
 def _threshold(value: Any) -> float | None:
     if value == AUTO or value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
-        raise ValueError("`threshold` must be `auto` or a cosine similarity in [-1, 1]")
+    # The rule's similarity: the embedding cosine plus 0.2 x the word overlap (labels/rule.py).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1.2:
+        raise ValueError("`threshold` must be `auto` or a similarity in [-1, 1.2]")
     return float(value)

@@ -54,7 +54,7 @@ class ExampleLabeller:
         self, texts: Sequence[str], top_k: int = 3, timing: ClassifyTiming | None = None
     ) -> list[Prediction]:
         embeddings, truncated = self.encoder.embed(texts, timing)
-        decided, probabilities = self.rule.decide(embeddings)
+        decided, probabilities = self.rule.decide(embeddings, texts)
         predictions = []
         for choice, row, cut in zip(decided, probabilities, truncated, strict=True):
             order = np.argsort(-row, kind="stable")[: max(top_k, 1)]
@@ -85,5 +85,13 @@ def build_labeller(key: str, encoder: Encoder, path: Path) -> ExampleLabeller:
     file that cannot be used."""
     examples = read_examples(path)
     embedded, targets, negatives = embed_examples(encoder, examples)
-    rule = fit_rule(embedded, targets, len(examples.labels), negatives, examples.threshold)
+    rule = fit_rule(
+        embedded,
+        targets,
+        len(examples.labels),
+        negatives,
+        examples.threshold,
+        texts=[text for label in examples.labels for text in label.examples],
+        negative_texts=[text for label in examples.labels for text in label.negatives],
+    )
     return ExampleLabeller(key, encoder, examples, rule, path)

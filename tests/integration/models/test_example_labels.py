@@ -192,7 +192,7 @@ def test_labels_check_and_classify_with_examples_from_a_shell(
     rows = {line.split()[0]: line.split() for line in checked.stdout.splitlines()[1:5]}
     assert set(rows) == {*EXAMPLES, "door"}
     assert rows["alarm"][1] == "3" and rows["door"][1:3] == ["1", "-"]
-    assert "`other` below cosine" in checked.stdout and "(auto)" in checked.stdout
+    assert "`other` below similarity" in checked.stdout and "(auto)" in checked.stdout
     assert "one example only (cannot be checked; add more): door" in checked.stdout
 
     labelled = run_cli(

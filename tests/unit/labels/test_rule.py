@@ -4,6 +4,7 @@ directions in 64 dimensions, so which label a point belongs to is decided by con
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_agent.labels.rule import OTHER, auto_threshold, fit_rule, leave_one_out, normalised
 
@@ -74,3 +75,15 @@ def test_a_label_with_one_example_cannot_be_left_out() -> None:
     held_out = leave_one_out(examples, targets, 2)
     assert np.isnan(held_out.similarity).all()
     assert auto_threshold(examples, targets, 2) == 0.3  # the documented fallback
+
+
+def test_a_tie_goes_to_the_label_with_more_examples_however_alike_they_are() -> None:
+    # Identical embeddings under labels of 2 and 1 examples: the regression can only learn the
+    # labels' sizes. At the full learning rate gradient descent overshot that balance and
+    # handed the tie to the smaller label by 26 logits.
+    same = normalised(np.ones((3, DIM)))
+    rule = fit_rule(same[:2], np.array([0, 0]), 1, negatives=same[2:], threshold=-1.0)
+    decided, _ = rule.decide(same[:1])
+    assert decided.tolist() == [0]
+    logits = 10.0 * same[:1] @ rule.weights.T + rule.bias
+    assert logits[0, 0] - logits[0, 1] == pytest.approx(np.log(2), abs=0.05)
