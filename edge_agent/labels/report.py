@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_agent.labels.examples import ExampleSet
+from edge_agent.labels.lexical import fit_lexical
 from edge_agent.labels.rule import FloatArray, centroids_of, leave_one_out
 
 
@@ -16,7 +17,8 @@ class LabelReport:
     label: str
     examples: int
     # Share of its examples that the other examples put back under this label (nearest
-    # centroid without the example); None with a single example.
+    # centroid without the example, word overlap counted as the rule counts it); None with a
+    # single example.
     leave_one_out: float | None
     nearest_label: str | None  # the most similar other label (centroid cosine)
     nearest_similarity: float | None
@@ -30,7 +32,9 @@ def separability(
     centroids = centroids_of(embeddings, targets, count)
     similarity = centroids @ centroids.T
     np.fill_diagonal(similarity, -np.inf)
-    held_out = leave_one_out(embeddings, targets, count)
+    texts = [text for label in examples.labels for text in label.examples]
+    words = fit_lexical(texts, targets, count)
+    held_out = leave_one_out(embeddings, targets, count, words, texts)
     names = examples.names
     reports = []
     for index, label in enumerate(examples.labels):

@@ -189,21 +189,32 @@ class LeaveOneOut:
 
 
 def leave_one_out(
-    embeddings: FloatArray, targets: npt.NDArray[np.int64], labels: int
+    embeddings: FloatArray,
+    targets: npt.NDArray[np.int64],
+    labels: int,
+    lexical: LexicalIndex | None = None,
+    texts: Sequence[str] | None = None,
 ) -> LeaveOneOut:
     """Each example against centroids computed without it (nearest-centroid, cheap and close
-    to what the fitted rule sees on a new message)."""
+    to what the fitted rule sees on a new message); with the examples' word index and texts,
+    word overlap counts as it does in decide(): LEXICAL_WEIGHT / SCALE beside the cosine for
+    the nearest label, LEXICAL_SIMILARITY_WEIGHT in the similarity."""
     sums = np.stack([embeddings[targets == i].sum(axis=0) for i in range(labels)])
     counts = np.bincount(targets, minlength=labels)
     similarity = np.full(len(embeddings), np.nan, dtype=np.float32)
     nearest = np.zeros(len(embeddings), dtype=np.int64)
     full = normalised(sums)
+    words = np.zeros((len(embeddings), labels), dtype=np.float32)
+    own_words = np.zeros(len(embeddings), dtype=np.float32)
+    if lexical is not None and texts is not None:
+        words = lexical.scores(texts)[:, :labels]  # without the negatives' class, if any
+        own_words = lexical.leave_one_out(texts, targets)
     for i, (row, own) in enumerate(zip(embeddings, targets, strict=True)):
-        scores = full @ row
+        scores = full @ row + LEXICAL_WEIGHT / SCALE * words[i]
         if counts[own] > 1:
-            without = normalised(sums[own] - row)
-            scores[own] = float(without @ row)
-            similarity[i] = scores[own]
+            cosine = float(normalised(sums[own] - row) @ row)
+            scores[own] = cosine + LEXICAL_WEIGHT / SCALE * own_words[i]
+            similarity[i] = cosine + LEXICAL_SIMILARITY_WEIGHT * own_words[i]
         else:
             scores[own] = -np.inf  # alone: cannot be checked, counts as a miss
         nearest[i] = int(scores.argmax())
@@ -219,9 +230,7 @@ def auto_threshold(
 ) -> float:
     """The AUTO_PERCENTILE-th percentile of the examples' leave-one-out similarity to their own
     label, on the scale decide() compares with (word overlap included when fitted)."""
-    similarity = leave_one_out(embeddings, targets, labels).similarity
-    if lexical is not None and texts is not None:
-        similarity = similarity + LEXICAL_SIMILARITY_WEIGHT * lexical.leave_one_out(texts, targets)
+    similarity = leave_one_out(embeddings, targets, labels, lexical, texts).similarity
     known = similarity[~np.isnan(similarity)]
     if not len(known):
         return FALLBACK_THRESHOLD

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.labels.lexical import fit_lexical, terms
-from edge_agent.labels.rule import OTHER, fit_rule, normalised
+from edge_agent.labels.rule import OTHER, fit_rule, leave_one_out, normalised
 
 EXAMPLES = [
     "battery low on the hallway sensor",
@@ -85,3 +85,20 @@ def test_the_auto_threshold_counts_word_overlap_on_the_same_scale_as_decide() ->
     assert with_words.threshold > dense_only.threshold
     _, _, similarity = with_words.explain(embeddings, EXAMPLES)
     assert (similarity >= with_words.threshold).mean() >= 0.8
+
+
+def test_labels_check_counts_the_words_an_example_shares_with_its_label() -> None:
+    # With one embedding for all, only words can put a left-out example back under its label.
+    texts = [
+        "smoke alarm in the kitchen",
+        "smoke alarm in the hallway",
+        "disk full on node 4",
+        "disk full on node 7",
+        "good morning everyone",
+        "good morning team",
+    ]
+    same = normalised(np.ones((len(texts), 8), dtype=np.float32))
+    words = fit_lexical(texts, CLASSES, 3)
+    held_out = leave_one_out(same, CLASSES, 3, words, texts)
+    assert held_out.nearest.tolist() == CLASSES.tolist()
+    assert np.all(held_out.similarity > leave_one_out(same, CLASSES, 3).similarity)
