@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         "--init", type=Path, help="start from this student checkpoint (a second round)"
     )
     parser.add_argument(
+        "--init-bundle",
+        type=Path,
+        help="start from an encoder bundle's INT8 weights (when its checkpoint is gone)",
+    )
+    parser.add_argument(
         "--recombined",
         type=int,
         default=0,
@@ -148,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
             from transformers import SqueezeBertForSequenceClassification
 
             student = SqueezeBertForSequenceClassification.from_pretrained(str(args.init)).eval()
+        elif args.init_bundle:  # the same from a shipped bundle, read back from its graph
+            from recipes.repack_bundle import read_per_group_encoder
+
+            bundle_vocab = json.loads(
+                (args.init_bundle / "tokenizer.json").read_text(encoding="utf-8")
+            )["model"]["vocab"]
+            student = read_per_group_encoder(
+                args.init_bundle / "model.onnx", bundle_vocab, tokenizer.get_vocab()
+            )
         else:
             student = grouped_student(
                 teacher, calibration_sample(train_ids, CALIBRATION_ROWS, seed=SEED), STUDENT_GROUPS
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         target = teacher_embeddings(teacher, held_ids)
         log(
             {
-                "step_done": "start" if args.init else "grouped_init",
+                "step_done": "start" if args.init or args.init_bundle else "grouped_init",
                 "cosine": cosine_report(student_embeddings(student, held_ids), target),
                 "seconds": round(time.monotonic() - started, 1),
             }
@@ -165,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             learning_rate=args.learning_rate,
             hidden_weight=args.hidden_weight,
-            seed=SEED + int(bool(args.init)),
+            seed=SEED + int(bool(args.init or args.init_bundle)),
         )
         distil_encoder(student, teacher, train_ids, options=options, work=work, log=log)
         figures = cosine_report(student_embeddings(student, held_ids), target)

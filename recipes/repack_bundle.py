@@ -8,6 +8,10 @@
 bundles were made: per-group graph, int7 weights, static activation scales. Sentiment
 1.1.2 and intent 1.1.1, the same without static scales, are in git history.)
 
+An encoder bundle (per-group graph, static scales) reads back the same way with
+`read_per_group_encoder`: `recipes/build_encoder.py --init-bundle models/encoder/1.1.0`
+continues distilling from the shipped weights when the round's checkpoint is gone.
+
 Bundles up to sentiment/intent 1.1.0 were exported with the grouped layers as one batched
 MatMul per layer (toolkit before commit 02693c1). Their Hugging Face checkpoints were not
 kept, but the INT8 graph holds every weight: this script reads it back into a transformers
@@ -61,7 +65,7 @@ def _conv_weight(grouped: np.ndarray) -> Any:
 def _tensor(array: np.ndarray) -> Any:
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return torch.from_numpy(np.array(array, dtype=np.float32))  # a copy: torch writes to it
 
 
 def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
@@ -153,6 +157,108 @@ def read_batched_graph(model_onnx: Path, labels: int) -> Any:
         bias = _numbered(arrays, f"b_{part}_")[0]
         state[key + ".weight"] = _tensor(weight.T)
         state[key + ".bias"] = _tensor(bias)
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def _number(name: str) -> int:
+    """The builder's running count in a node name (`matmul_27_q` -> 27): creation order."""
+    return int(name.removesuffix("_q").rsplit("_", 1)[1])
+
+
+def _integer_matmul_weight(node: Any, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """A static-scale MatMulIntegerToFloat's weight as fp32 (x @ w), smoothing folded back."""
+    weight = (arrays[node.input[1]].astype(np.float32) - arrays[node.input[5]]) * arrays[
+        node.input[3]
+    ].astype(np.float32)
+    inverse = arrays.get(node.name.removesuffix("_q") + "_smooth_inv")
+    if inverse is not None:  # (x * inv) @ W' = x @ (inv W')
+        weight = weight * inverse[:, None]
+    return weight
+
+
+def read_per_group_encoder(
+    model_onnx: Path, bundle_vocab: dict[str, int], vocab: dict[str, int]
+) -> Any:
+    """transformers SqueezeBertForSequenceClassification whose encoder computes what an
+    embedding bundle's INT8 per-group graph (toolkit/export/graph.py, static activation
+    scales) computes, up to its activation quantization; its word embeddings re-indexed
+    from the bundle's pruned vocabulary (`bundle_vocab`, toolkit/train/vocab.py) to
+    `vocab` (rows the bundle dropped, never produced by the tokenizer, are zero). The
+    folds are undone as in read_batched_graph; the pooler and classifier are unused."""
+    import onnx
+    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
+
+    graph = onnx.load(str(model_onnx)).graph
+    arrays = _arrays(graph)
+    matmuls = sorted(
+        (n for n in graph.node if n.op_type == "MatMulIntegerToFloat"),
+        key=lambda n: _number(n.name),
+    )
+    norms = sorted(
+        (n for n in graph.node if n.op_type == "LayerNormalization"), key=lambda n: _number(n.name)
+    )
+    pruned = arrays["word_embeddings_1_quantized"].astype(np.float32)
+    pruned = (pruned - arrays["word_embeddings_1_zero_point"]) * arrays["word_embeddings_1_scale"]
+    words = np.zeros((len(vocab), pruned.shape[1]), dtype=np.float32)
+    for token, row in bundle_vocab.items():
+        words[vocab[token]] = pruned[row]
+    positions = _numbered(arrays, "position_embeddings_")[0]
+    # The q/k/v Reshape's target (0, 0, groups, 3, heads / groups, head size) gives the shape.
+    split = next(a for name, a in arrays.items() if name.startswith("shape_") and a.shape == (6,))
+    groups, heads, hidden = int(split[2]), int(split[2] * split[4]), words.shape[1]
+    per_layer = 1 + 3 * groups  # q/k/v per group, post-attention, intermediate and output per group
+    if len(matmuls) % per_layer or hidden != heads * int(split[5]):
+        raise ValueError(f"{model_onnx}: not a per-group encoder graph")
+    root = np.float32(np.sqrt(hidden // heads))
+    config = SqueezeBertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, embedding_size=hidden,
+        num_hidden_layers=len(matmuls) // per_layer, num_attention_heads=heads,
+        intermediate_size=arrays[matmuls[groups + 1].input[1]].shape[1] * groups,
+        max_position_embeddings=positions.shape[0], num_labels=2,
+        q_groups=groups, k_groups=groups, v_groups=groups, post_attention_groups=1,
+        intermediate_groups=groups, output_groups=groups,
+    )  # fmt: skip
+    model: Any = SqueezeBertForSequenceClassification(config)
+    state = model.state_dict()
+    embeddings = "transformer.embeddings."
+    state[embeddings + "word_embeddings.weight"] = _tensor(words)
+    state[embeddings + "position_embeddings.weight"] = _tensor(positions)
+    state[embeddings + "token_type_embeddings.weight"].zero_()
+
+    def norm(prefix: str, node: Any) -> None:
+        state[prefix + ".weight"] = _tensor(arrays[node.input[1]])
+        state[prefix + ".bias"] = _tensor(arrays[node.input[2]])
+
+    def stacked(nodes: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        weights = np.stack([_integer_matmul_weight(n, arrays) for n in nodes])
+        return weights, np.concatenate([arrays[n.input[6]] for n in nodes])
+
+    norm(embeddings + "LayerNorm", norms[0])
+    width = hidden // groups
+    for i in range(config.num_hidden_layers):
+        layer = f"transformer.encoder.layers.{i}."
+        nodes = matmuls[per_layer * i : per_layer * (i + 1)]
+        qkv, qkv_bias = stacked(nodes[:groups])  # (g, cin/g, [q | k | v]), bias [q*scale, 0, 0]
+        state[layer + "attention.query.weight"] = _conv_weight(qkv[:, :, :width] * root)
+        state[layer + "attention.key.weight"] = _conv_weight(qkv[:, :, width : 2 * width])
+        state[layer + "attention.value.weight"] = _conv_weight(qkv[:, :, 2 * width :])
+        q_bias = qkv_bias.reshape(groups, 3 * width)[:, :width].reshape(-1)
+        state[layer + "attention.query.bias"] = _tensor(q_bias * root)
+        state[layer + "attention.key.bias"].zero_()
+        state[layer + "attention.value.bias"].zero_()  # folded into the post-attention bias
+        post = _integer_matmul_weight(nodes[groups], arrays)
+        state[layer + "post_attention.conv1d.weight"] = _tensor(post.T[..., None])
+        state[layer + "post_attention.conv1d.bias"] = _tensor(arrays[nodes[groups].input[6]])
+        norm(layer + "post_attention.layernorm", norms[1 + 2 * i])
+        intermediate, intermediate_bias = stacked(nodes[groups + 1 : 2 * groups + 1])
+        state[layer + "intermediate.conv1d.weight"] = _conv_weight(intermediate)
+        state[layer + "intermediate.conv1d.bias"] = _tensor(intermediate_bias)
+        output, output_bias = stacked(nodes[2 * groups + 1 :])
+        state[layer + "output.conv1d.weight"] = _conv_weight(output)
+        state[layer + "output.conv1d.bias"] = _tensor(output_bias)
+        norm(layer + "output.layernorm", norms[2 + 2 * i])
     model.load_state_dict(state)
     model.eval()
     return model
