@@ -3,8 +3,9 @@ file's labels are, through the embedding model that will serve them.
 
 Per label: its examples, the share of them that the others put back under it when each is
 left out (leave-one-out: nearest centroid, words shared counted as the rule counts them),
-the most similar other label and where the left-out examples went instead. Then the `other` threshold the agent will use. Exit status 3
-for a file or model that cannot be used, 0 otherwise.
+the most similar other label and where the left-out examples went instead. Then the
+`other` threshold the agent will use. Exit status 3 for a file or model that cannot be used,
+0 otherwise.
 """
 
 from __future__ import annotations

@@ -47,8 +47,9 @@ class LexicalIndex:
     vocabulary: dict[str, int]
     idf: FloatArray  # [terms]
     # [terms, classes], term-major so that a message's few terms are a few contiguous rows:
-    centroids: FloatArray  # per class, the sum of its texts' rows, L2-normalised
-    sums: FloatArray  # the same sums before normalising (for leave-one-out)
+    # per class, the sum of its texts' rows, L2-normalised
+    centroids: FloatArray
+    lengths: FloatArray  # [classes]: each sum's length before normalising (leave-one-out)
 
     def row(self, text: str) -> SparseRow:
         counts = Counter(t for t in terms(text) if t in self.vocabulary)
@@ -71,8 +72,8 @@ class LexicalIndex:
         out = np.zeros(len(texts), dtype=np.float32)
         for i, (text, own) in enumerate(zip(texts, classes, strict=True)):
             sparse = self.row(text)
-            overlap = float(self.sums[sparse.columns, own] @ sparse.weights)
-            own_norm = float(np.linalg.norm(self.sums[:, own]))
+            own_norm = float(self.lengths[own])
+            overlap = own_norm * float(self.centroids[sparse.columns, own] @ sparse.weights)
             # |sum - v|^2 = |sum|^2 - 2 sum.v + |v|^2, and v.(sum - v) = sum.v - |v|^2
             length = float(sparse.weights @ sparse.weights)
             rest = math.sqrt(max(own_norm**2 - 2 * overlap + length, 0.0))
@@ -89,12 +90,11 @@ def fit_lexical(texts: Sequence[str], classes: npt.NDArray[np.int64], count: int
         [math.log((1 + len(texts)) / (1 + df)) + 1.0 for df in frequency.values()],
         dtype=np.float32,
     )
-    empty = np.zeros((0, 0), np.float32)
-    unfitted = LexicalIndex(vocabulary, idf, empty, empty)  # row() needs only the first two
+    unfitted = LexicalIndex(vocabulary, idf, np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
     sums = np.zeros((len(vocabulary), count), dtype=np.float32)
     for text, own in zip(texts, classes, strict=True):
         sparse = unfitted.row(text)
         sums[sparse.columns, own] += sparse.weights
-    norms = np.linalg.norm(sums, axis=0, keepdims=True)
-    centroids = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
-    return LexicalIndex(vocabulary, idf, centroids, sums)
+    lengths = np.linalg.norm(sums, axis=0).astype(np.float32)
+    centroids = (sums / np.maximum(lengths, 1e-12)).astype(np.float32)
+    return LexicalIndex(vocabulary, idf, centroids, lengths)
