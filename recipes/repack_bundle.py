@@ -9,8 +9,9 @@ bundles were made: per-group graph, int7 weights, static activation scales. Sent
 1.1.2 and intent 1.1.1, the same without static scales, are in git history.)
 
 An encoder bundle (per-group graph, static scales) reads back the same way with
-`read_per_group_encoder`: `recipes/build_encoder.py --init-bundle models/encoder/1.1.0`
-continues distilling from the shipped weights when the round's checkpoint is gone.
+`read_per_group_encoder`: `recipes/build_encoder.py --init-bundle DIR` continues
+distilling from a shipped encoder's weights when the round's checkpoint is gone (encoder
+1.2.0 was made so from 1.1.0, which is in git history).
 
 Bundles up to sentiment/intent 1.1.0 were exported with the grouped layers as one batched
 MatMul per layer (toolkit before commit 02693c1). Their Hugging Face checkpoints were not
