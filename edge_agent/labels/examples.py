@@ -31,6 +31,8 @@ from typing import Any, Final
 
 import yaml
 
+from edge_agent.labels.rule import LEXICAL_SIMILARITY_WEIGHT
+
 DEFAULT_OTHER: Final = "other"
 AUTO: Final = "auto"
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
@@ -65,6 +67,15 @@ class ExampleSet:
     @property
     def revision(self) -> str:
         return self.digest[:8]
+
+    @property
+    def texts(self) -> list[str]:
+        """Every label's examples, label by label (the order of `labels`)."""
+        return [text for label in self.labels for text in label.examples]
+
+    @property
+    def negative_texts(self) -> list[str]:
+        return [text for label in self.labels for text in label.negatives]
 
 
 def read_examples(path: Path) -> ExampleSet:
@@ -191,7 +202,9 @@ def _checked(labels: list[LabelExamples], other: Any, threshold: Any) -> Example
 def _threshold(value: Any) -> float | None:
     if value == AUTO or value is None:
         return None
-    # The rule's similarity: the embedding cosine plus 0.2 x the word overlap (labels/rule.py).
-    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1.2:
-        raise ValueError("`threshold` must be `auto` or a similarity in [-1, 1.2]")
+    # The rule's similarity: the embedding cosine plus LEXICAL_SIMILARITY_WEIGHT x the word
+    # overlap (labels/rule.py), each in [-1, 1] and [0, 1].
+    highest = 1 + LEXICAL_SIMILARITY_WEIGHT
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= highest:
+        raise ValueError(f"`threshold` must be `auto` or a similarity in [-1, {highest:g}]")
     return float(value)

@@ -70,12 +70,12 @@ def embed_examples(
     encoder: Encoder, examples: ExampleSet
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(example embeddings, their label index, negative examples' embeddings or None)."""
-    texts = [text for label in examples.labels for text in label.examples]
+    texts = examples.texts
     targets = np.array(
         [index for index, label in enumerate(examples.labels) for _ in label.examples],
         dtype=np.int64,
     )
-    negatives = [text for label in examples.labels for text in label.negatives]
+    negatives = examples.negative_texts
     embedded, _ = encoder.embed(texts + negatives)
     return embedded[: len(texts)], targets, embedded[len(texts) :] if negatives else None
 
@@ -91,7 +91,7 @@ def build_labeller(key: str, encoder: Encoder, path: Path) -> ExampleLabeller:
         len(examples.labels),
         negatives,
         examples.threshold,
-        texts=[text for label in examples.labels for text in label.examples],
-        negative_texts=[text for label in examples.labels for text in label.negatives],
+        texts=examples.texts,
+        negative_texts=examples.negative_texts,
     )
     return ExampleLabeller(key, encoder, examples, rule, path)

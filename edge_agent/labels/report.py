@@ -32,9 +32,8 @@ def separability(
     centroids = centroids_of(embeddings, targets, count)
     similarity = centroids @ centroids.T
     np.fill_diagonal(similarity, -np.inf)
-    texts = [text for label in examples.labels for text in label.examples]
-    words = fit_lexical(texts, targets, count)
-    held_out = leave_one_out(embeddings, targets, count, words, texts)
+    words = fit_lexical(examples.texts, targets, count)
+    held_out = leave_one_out(embeddings, targets, count, words, examples.texts)
     names = examples.names
     reports = []
     for index, label in enumerate(examples.labels):
