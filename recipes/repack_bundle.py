@@ -75,6 +75,58 @@ def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     return [arrays[name] for name in sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]))]
 
 
+def _word_embeddings(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The graph's INT8 word embedding table as fp32."""
+    words = arrays["word_embeddings_1_quantized"].astype(np.float32)
+    return (words - arrays["word_embeddings_1_zero_point"]) * arrays["word_embeddings_1_scale"]
+
+
+def _model_with_embeddings(
+    words: np.ndarray,
+    positions: np.ndarray,
+    *,
+    layers: int,
+    heads: int,
+    intermediate: int,
+    groups: int,
+    labels: int,
+) -> tuple[Any, dict[str, Any]]:
+    """A grouped SqueezeBertForSequenceClassification of this shape and its state dict, the
+    embeddings set (token type 0's embedding is in the graph's position table, so the type
+    table is 0); the caller fills the layers and loads the state."""
+    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
+
+    hidden = words.shape[1]
+    config = SqueezeBertConfig(
+        vocab_size=words.shape[0],
+        hidden_size=hidden,
+        embedding_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=positions.shape[0],
+        num_labels=labels,
+        q_groups=groups,
+        k_groups=groups,
+        v_groups=groups,
+        post_attention_groups=1,
+        intermediate_groups=groups,
+        output_groups=groups,
+    )
+    model: Any = SqueezeBertForSequenceClassification(config)
+    state = model.state_dict()
+    state["transformer.embeddings.word_embeddings.weight"] = _tensor(words)
+    state["transformer.embeddings.position_embeddings.weight"] = _tensor(positions)
+    state["transformer.embeddings.token_type_embeddings.weight"].zero_()
+    return model, state
+
+
+def _set_norm(state: dict[str, Any], prefix: str, node: Any, arrays: dict[str, np.ndarray]) -> None:
+    """A LayerNormalization node's gamma and beta into `prefix`.weight / .bias."""
+    state[prefix + ".weight"] = _tensor(arrays[node.input[1]])
+    state[prefix + ".bias"] = _tensor(arrays[node.input[2]])
+
+
 def read_batched_graph(model_onnx: Path, labels: int) -> Any:
     """transformers SqueezeBertForSequenceClassification computing what `model_onnx` (the
     batched formulation, INT8) computes, up to its activation quantization.
@@ -86,7 +138,6 @@ def read_batched_graph(model_onnx: Path, labels: int) -> Any:
     embedding is in the position table.
     """
     import onnx
-    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
     graph = onnx.load(str(model_onnx)).graph
     arrays = _arrays(graph)
@@ -98,36 +149,26 @@ def read_batched_graph(model_onnx: Path, labels: int) -> Any:
     bias_after = {
         n.input[0]: arrays[n.input[1]] for n in nodes if n.op_type == "Add" and n.input[1] in arrays
     }
-    words = arrays["word_embeddings_1_quantized"].astype(np.float32)
-    words = (words - arrays["word_embeddings_1_zero_point"]) * arrays["word_embeddings_1_scale"]
+    words = _word_embeddings(arrays)
     positions = _numbered(arrays, "position_embeddings_")[0]
     q_biases = _numbered(arrays, "b_q_")
     first_qkv = arrays[layer_matmuls[0].input[1]]
     groups, hidden = first_qkv.shape[0], words.shape[1]
     heads = q_biases[0].shape[0]
     root = np.float32(np.sqrt(hidden // heads))
-    config = SqueezeBertConfig(
-        vocab_size=words.shape[0], hidden_size=hidden, embedding_size=hidden,
-        num_hidden_layers=len(layer_matmuls) // 4, num_attention_heads=heads,
-        intermediate_size=arrays[layer_matmuls[2].input[1]].shape[2] * groups,
-        max_position_embeddings=positions.shape[0], num_labels=labels,
-        q_groups=groups, k_groups=groups, v_groups=groups, post_attention_groups=1,
-        intermediate_groups=groups, output_groups=groups,
-    )  # fmt: skip
-    model: Any = SqueezeBertForSequenceClassification(config)
-    state = model.state_dict()
-    embeddings = "transformer.embeddings."
-    state[embeddings + "word_embeddings.weight"] = _tensor(words)
-    state[embeddings + "position_embeddings.weight"] = _tensor(positions)
-    state[embeddings + "token_type_embeddings.weight"].zero_()
+    model, state = _model_with_embeddings(
+        words,
+        positions,
+        layers=len(layer_matmuls) // 4,
+        heads=heads,
+        intermediate=arrays[layer_matmuls[2].input[1]].shape[2] * groups,
+        groups=groups,
+        labels=labels,
+    )
 
-    def norm(prefix: str, node: Any) -> None:
-        state[prefix + ".weight"] = _tensor(arrays[node.input[1]])
-        state[prefix + ".bias"] = _tensor(arrays[node.input[2]])
-
-    norm(embeddings + "LayerNorm", norms[0])
+    _set_norm(state, "transformer.embeddings.LayerNorm", norms[0], arrays)
     width = hidden // groups
-    for i in range(config.num_hidden_layers):
+    for i in range(model.config.num_hidden_layers):
         layer = f"transformer.encoder.layers.{i}."
         qkv, post, intermediate, output = layer_matmuls[4 * i : 4 * i + 4]
         w = _dequantized(qkv, arrays)
@@ -141,7 +182,7 @@ def read_batched_graph(model_onnx: Path, labels: int) -> Any:
             _dequantized(post, arrays).T[..., None]
         )
         state[layer + "post_attention.conv1d.bias"] = _tensor(bias_after[post.output[0]])
-        norm(layer + "post_attention.layernorm", norms[1 + 2 * i])
+        _set_norm(state, layer + "post_attention.layernorm", norms[1 + 2 * i], arrays)
         state[layer + "intermediate.conv1d.weight"] = _conv_weight(
             _dequantized(intermediate, arrays)
         )
@@ -150,7 +191,7 @@ def read_batched_graph(model_onnx: Path, labels: int) -> Any:
         )
         state[layer + "output.conv1d.weight"] = _conv_weight(_dequantized(output, arrays))
         state[layer + "output.conv1d.bias"].zero_()
-        norm(layer + "output.layernorm", norms[2 + 2 * i])
+        _set_norm(state, layer + "output.layernorm", norms[2 + 2 * i], arrays)
     for part, key in (("pool", "transformer.pooler.dense"), ("cls", "classifier")):
         weight = (
             _dequantized(head[part], arrays) if part in head else _numbered(arrays, f"w_{part}_")[0]
@@ -189,7 +230,6 @@ def read_per_group_encoder(
     `vocab` (rows the bundle dropped, never produced by the tokenizer, are zero). The
     folds are undone as in read_batched_graph; the pooler and classifier are unused."""
     import onnx
-    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
     graph = onnx.load(str(model_onnx)).graph
     arrays = _arrays(graph)
@@ -200,8 +240,7 @@ def read_per_group_encoder(
     norms = sorted(
         (n for n in graph.node if n.op_type == "LayerNormalization"), key=lambda n: _number(n.name)
     )
-    pruned = arrays["word_embeddings_1_quantized"].astype(np.float32)
-    pruned = (pruned - arrays["word_embeddings_1_zero_point"]) * arrays["word_embeddings_1_scale"]
+    pruned = _word_embeddings(arrays)
     words = np.zeros((len(vocab), pruned.shape[1]), dtype=np.float32)
     for token, row in bundle_vocab.items():
         words[vocab[token]] = pruned[row]
@@ -213,32 +252,23 @@ def read_per_group_encoder(
     if len(matmuls) % per_layer or hidden != heads * int(split[5]):
         raise ValueError(f"{model_onnx}: not a per-group encoder graph")
     root = np.float32(np.sqrt(hidden // heads))
-    config = SqueezeBertConfig(
-        vocab_size=len(vocab), hidden_size=hidden, embedding_size=hidden,
-        num_hidden_layers=len(matmuls) // per_layer, num_attention_heads=heads,
-        intermediate_size=arrays[matmuls[groups + 1].input[1]].shape[1] * groups,
-        max_position_embeddings=positions.shape[0], num_labels=2,
-        q_groups=groups, k_groups=groups, v_groups=groups, post_attention_groups=1,
-        intermediate_groups=groups, output_groups=groups,
-    )  # fmt: skip
-    model: Any = SqueezeBertForSequenceClassification(config)
-    state = model.state_dict()
-    embeddings = "transformer.embeddings."
-    state[embeddings + "word_embeddings.weight"] = _tensor(words)
-    state[embeddings + "position_embeddings.weight"] = _tensor(positions)
-    state[embeddings + "token_type_embeddings.weight"].zero_()
-
-    def norm(prefix: str, node: Any) -> None:
-        state[prefix + ".weight"] = _tensor(arrays[node.input[1]])
-        state[prefix + ".bias"] = _tensor(arrays[node.input[2]])
+    model, state = _model_with_embeddings(
+        words,
+        positions,
+        layers=len(matmuls) // per_layer,
+        heads=heads,
+        intermediate=arrays[matmuls[groups + 1].input[1]].shape[1] * groups,
+        groups=groups,
+        labels=2,  # the head is unused
+    )
 
     def stacked(nodes: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         weights = np.stack([_integer_matmul_weight(n, arrays) for n in nodes])
         return weights, np.concatenate([arrays[n.input[6]] for n in nodes])
 
-    norm(embeddings + "LayerNorm", norms[0])
+    _set_norm(state, "transformer.embeddings.LayerNorm", norms[0], arrays)
     width = hidden // groups
-    for i in range(config.num_hidden_layers):
+    for i in range(model.config.num_hidden_layers):
         layer = f"transformer.encoder.layers.{i}."
         nodes = matmuls[per_layer * i : per_layer * (i + 1)]
         qkv, qkv_bias = stacked(nodes[:groups])  # (g, cin/g, [q | k | v]), bias [q*scale, 0, 0]
@@ -252,14 +282,14 @@ def read_per_group_encoder(
         post = _integer_matmul_weight(nodes[groups], arrays)
         state[layer + "post_attention.conv1d.weight"] = _tensor(post.T[..., None])
         state[layer + "post_attention.conv1d.bias"] = _tensor(arrays[nodes[groups].input[6]])
-        norm(layer + "post_attention.layernorm", norms[1 + 2 * i])
+        _set_norm(state, layer + "post_attention.layernorm", norms[1 + 2 * i], arrays)
         intermediate, intermediate_bias = stacked(nodes[groups + 1 : 2 * groups + 1])
         state[layer + "intermediate.conv1d.weight"] = _conv_weight(intermediate)
         state[layer + "intermediate.conv1d.bias"] = _tensor(intermediate_bias)
         output, output_bias = stacked(nodes[2 * groups + 1 :])
         state[layer + "output.conv1d.weight"] = _conv_weight(output)
         state[layer + "output.conv1d.bias"] = _tensor(output_bias)
-        norm(layer + "output.layernorm", norms[2 + 2 * i])
+        _set_norm(state, layer + "output.layernorm", norms[2 + 2 * i], arrays)
     model.load_state_dict(state)
     model.eval()
     return model
