@@ -19,6 +19,7 @@ from edge_agent.bundle.layout import FP32_MODEL_FILE, MODEL_FILE, TOKENIZER_FILE
 from edge_agent.bundle.manifest import Manifest
 from edge_agent.bundle.verify import Verifier, read_verified, verify_bundle
 from edge_agent.engine.prediction import ClassifyTiming
+from edge_agent.engine.run_plan import plan_runs
 from edge_agent.engine.session import EMBEDDINGS_NAME, OUTPUT_NAME, load_tokenizer, open_session
 from edge_agent.telemetry.logs import get_logger
 
@@ -26,6 +27,9 @@ Precision = Literal["auto", "int8", "fp32"]
 # Texts per session run: bounds memory (activations grow with batch x length) while
 # keeping the per-run overhead amortised.
 MAX_RUN_BATCH: Final = 32
+# Texts tokenized together (padded to the longest of them) before they are planned into
+# runs: bounds the id arrays of a long list (a file through `classify`, an examples file).
+TOKENIZE_WINDOW: Final = 8 * MAX_RUN_BATCH
 _TIMING_ROUNDS: Final = 5
 
 FloatArray = npt.NDArray[np.float32]
@@ -64,22 +68,37 @@ class BundleRunner:
     def run(
         self, texts: Sequence[str], width: int, timing: ClassifyTiming | None = None
     ) -> tuple[FloatArray, list[bool]]:
-        """The graph's output [len(texts), width] and truncation flags."""
-        outputs: list[FloatArray] = []
+        """The graph's output [len(texts), width] and truncation flags, in the order of
+        `texts`; the session runs texts of similar length together (engine/run_plan.py)."""
+        pieces: list[tuple[npt.NDArray[np.intp], FloatArray]] = []
         all_truncated: list[bool] = []
-        for start in range(0, len(texts), MAX_RUN_BATCH):
+        for start in range(0, len(texts), TOKENIZE_WINDOW):
             began = time.perf_counter()
-            feeds, truncated = self.encode(texts[start : start + MAX_RUN_BATCH])
+            feeds, truncated = self.encode(texts[start : start + TOKENIZE_WINDOW])
+            ids, mask = feeds["input_ids"], feeds["attention_mask"]
+            lengths = mask.sum(axis=1).tolist()
             tokenized = time.perf_counter()
-            (out,) = self.session.run([self._output], feeds)
+            for run in plan_runs(lengths, MAX_RUN_BATCH):
+                rows = np.array(run, dtype=np.intp)
+                # Padding is at the end, so the run's longest text bounds its columns.
+                longest = max(lengths[index] for index in run)
+                run_feeds = {
+                    "input_ids": ids[rows, :longest],
+                    "attention_mask": mask[rows, :longest],
+                }
+                (out,) = self.session.run([self._output], run_feeds)
+                pieces.append((start + rows, np.asarray(out, dtype=np.float32)))
             if timing is not None:
                 timing.tokenize_s += tokenized - began
                 timing.infer_s += time.perf_counter() - tokenized
-            outputs.append(np.asarray(out, dtype=np.float32))
             all_truncated.extend(truncated)
-        if not outputs:
+        if not pieces:
             return np.zeros((0, width), dtype=np.float32), []
-        return np.concatenate(outputs), all_truncated
+        # The graph's own width, not `width`: the warm-up checks it against the manifest.
+        output = np.empty((len(texts), pieces[0][1].shape[1]), dtype=np.float32)
+        for rows, out in pieces:
+            output[rows] = out
+        return output, all_truncated
 
     def check_longest_input(self, model_file: str) -> FloatArray:
         """Run max_seq_len tokens (the longest the tokenizer hands over): the warm-up, and a

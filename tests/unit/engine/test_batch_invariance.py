@@ -38,7 +38,13 @@ def _mixed_lengths(seeds: Sequence[str], count: int = 32) -> list[str]:
 
 
 def _scores(classifier: Classifier, texts: Sequence[str], batch: int) -> np.ndarray:
-    runs = [classifier.logits(texts[i : i + batch])[0] for i in range(0, len(texts), batch)]
+    """`batch` texts to a session run, each padded to the longest of its run: straight to
+    the session, as the engine would plan its runs by length (engine/run_plan.py)."""
+    output = [classifier.session.get_outputs()[0].name]
+    runs = []
+    for start in range(0, len(texts), batch):
+        feeds, _ = classifier.encode(texts[start : start + batch])
+        runs.append(np.asarray(classifier.session.run(output, feeds)[0]))
     return classifier.scores(np.concatenate(runs))
 
 
@@ -48,6 +54,9 @@ def _assert_batch_invariant(classifier: Classifier, texts: Sequence[str]) -> Non
         together = _scores(classifier, texts, batch)
         assert (together.argmax(axis=1) == alone.argmax(axis=1)).all(), batch
         np.testing.assert_allclose(together, alone, rtol=0, atol=SCORE_TOLERANCE)
+    # the engine's own runs (texts grouped by length, answers put back in order)
+    planned, _ = classifier.logits(texts)
+    np.testing.assert_allclose(classifier.scores(planned), alone, rtol=0, atol=SCORE_TOLERANCE)
     # the daemon's answers, reject rule included, from one batch and from texts alone
     batched = [p.label for p in classifier.classify(texts)]
     assert batched == [classifier.classify([text])[0].label for text in texts]
