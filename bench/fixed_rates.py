@@ -1,0 +1,69 @@
+"""The agent's latency at offered rates you choose, for comparing two versions of the code.
+
+    PYTHONPATH=. python bench/fixed_rates.py --bundle models/sentiment/1.1.3 100 180 250
+
+bench/e2e_bench.py sets its paced phases as fractions of the subject's own saturation, so a
+faster agent is measured at higher rates. This runs the same parts (a mosquitto on a free
+port, mosquitto_pub pacing QoS 1 messages, mosquitto_sub stamping results) at the same
+rates for whichever checkout it is run from: run it from each (a `git worktree` for the
+older one, with EDGE_AGENT_DATASETS pointing at the same texts) and interleave the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.e2e_bench import measure, sentences, write_agent_config  # noqa: E402
+from tests.support.broker import Broker  # noqa: E402
+from tests.support.traffic import percentile  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("rates", type=float, nargs="+", help="offered messages/s, in order")
+    parser.add_argument("--bundle", type=Path, required=True, help="<models>/<name>/<version>")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fixed-rates")
+    parser.add_argument("--paced-s", type=float, default=8.0, help="seconds per rate")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    texts, source = sentences()
+    broker = Broker(args.work / "broker").start()
+    config = write_agent_config(args.work, broker, args.bundle.resolve())
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def start_agent(extra: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (args.work / "agent.log").open("wb") as out:
+            command = [sys.executable, "-m", "edge_agent", "run", "--config", str(config)]
+            return subprocess.Popen(command, env={**env, **extra}, stdout=out, stderr=out)
+
+    try:
+        agent = measure(
+            "agent",
+            start_agent,
+            broker,
+            "bench/in/s",
+            texts,
+            saturate_count=0,
+            phases=lambda _: [(f"{rate:g}/s", rate) for rate in args.rates],
+            paced_s=args.paced_s,
+            work=args.work,
+        )
+    finally:
+        broker.stop()
+    print(f"{REPO.name} ({source}): latency p50 / p95 / p99 ms, lost, duplicated")
+    for name, phase in agent.loads.items():
+        p50, p95, p99 = (percentile(phase.latencies_ms, q) for q in (0.5, 0.95, 0.99))
+        print(f"{name}: {p50:.1f} / {p95:.1f} / {p99:.1f}, {phase.missing}, {phase.duplicates}")
+    return 0 if agent.missing == agent.duplicates == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
