@@ -162,6 +162,19 @@ def write_agent_config(work: Path, broker: Broker, bundle: Path) -> Path:
     return config
 
 
+def agent_starter(work: Path, config: Path) -> Callable[[dict[str, str]], subprocess.Popen[bytes]]:
+    """What `measure` calls to start the agent on `config` (with extra environment, e.g.
+    NOTIFY_SOCKET), its output in work/agent.log."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def start(extra: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (work / "agent.log").open("wb") as out:
+            command = [sys.executable, "-m", "edge_agent", "run", "--config", str(config)]
+            return subprocess.Popen(command, env={**env, **extra}, stdout=out, stderr=out)
+
+    return start
+
+
 @dataclass
 class Phase:
     rate: float  # messages/s achieved (saturation) or offered (paced)
@@ -436,10 +449,7 @@ def main() -> int:
     config = write_agent_config(args.work, broker, bundle)
     env = dict(os.environ, PYTHONPATH=str(REPO))
 
-    def start_agent(extra: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (args.work / "agent.log").open("wb") as out:
-            command = [sys.executable, "-m", "edge_agent", "run", "--config", str(config)]
-            return subprocess.Popen(command, env={**env, **extra}, stdout=out, stderr=out)
+    start_agent = agent_starter(args.work, config)
 
     def start_naive(extra: dict[str, str], echo: bool = False) -> subprocess.Popen[bytes]:
         with (args.work / ("echo.log" if echo else "naive.log")).open("wb") as out:

@@ -12,8 +12,6 @@ older one, with EDGE_AGENT_DATASETS pointing at the same texts) and interleave t
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.e2e_bench import measure, sentences, write_agent_config  # noqa: E402
+from bench.e2e_bench import agent_starter, measure, sentences, write_agent_config  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.traffic import percentile  # noqa: E402
 
@@ -37,17 +35,10 @@ def main() -> int:
     texts, source = sentences()
     broker = Broker(args.work / "broker").start()
     config = write_agent_config(args.work, broker, args.bundle.resolve())
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-
-    def start_agent(extra: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (args.work / "agent.log").open("wb") as out:
-            command = [sys.executable, "-m", "edge_agent", "run", "--config", str(config)]
-            return subprocess.Popen(command, env={**env, **extra}, stdout=out, stderr=out)
-
     try:
         agent = measure(
             "agent",
-            start_agent,
+            agent_starter(args.work, config),
             broker,
             "bench/in/s",
             texts,
