@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         help="start from an encoder bundle's INT8 weights (when its checkpoint is gone)",
     )
     parser.add_argument(
+        "--round",
+        type=int,
+        help="which distillation round this is: its data order (default 0 from scratch, 1 "
+        "from --init or --init-bundle; give 2, 3... for later rounds so each sees a new order)",
+    )
+    parser.add_argument(
         "--recombined",
         type=int,
         default=0,
@@ -175,11 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         started = time.monotonic()
+        # Each round its own data order: from the same seed a round would see the texts in
+        # the order the one before it saw them.
+        started_from = args.init or args.init_bundle
+        data_round = args.round if args.round is not None else int(bool(started_from))
         options = EncoderOptions(
             epochs=args.epochs,
             learning_rate=args.learning_rate,
             hidden_weight=args.hidden_weight,
-            seed=SEED + int(bool(args.init or args.init_bundle)),
+            seed=SEED + data_round,
         )
         distil_encoder(student, teacher, train_ids, options=options, work=work, log=log)
         figures = cosine_report(student_embeddings(student, held_ids), target)
