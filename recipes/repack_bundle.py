@@ -94,24 +94,19 @@ def _model_with_embeddings(
     """A grouped SqueezeBertForSequenceClassification of this shape and its state dict, the
     embeddings set (token type 0's embedding is in the graph's position table, so the type
     table is 0); the caller fills the layers and loads the state."""
-    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
+    from transformers import SqueezeBertForSequenceClassification
 
-    hidden = words.shape[1]
-    config = SqueezeBertConfig(
-        vocab_size=words.shape[0],
-        hidden_size=hidden,
-        embedding_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=positions.shape[0],
+    from edge_agent.toolkit.train.minilm import squeezebert_config
+
+    config = squeezebert_config(
         num_labels=labels,
-        q_groups=groups,
-        k_groups=groups,
-        v_groups=groups,
-        post_attention_groups=1,
-        intermediate_groups=groups,
-        output_groups=groups,
+        groups=groups,
+        hidden=words.shape[1],
+        layers=layers,
+        heads=heads,
+        intermediate=intermediate,
+        vocab_size=words.shape[0],
+        max_positions=positions.shape[0],
     )
     model: Any = SqueezeBertForSequenceClassification(config)
     state = model.state_dict()
