@@ -32,8 +32,9 @@ def separability(
     centroids = centroids_of(embeddings, targets, count)
     similarity = centroids @ centroids.T
     np.fill_diagonal(similarity, -np.inf)
-    words = fit_lexical(examples.texts, targets, count)
-    held_out = leave_one_out(embeddings, targets, count, words, examples.texts)
+    texts = examples.texts
+    words = fit_lexical(texts, targets, count)
+    held_out = leave_one_out(embeddings, targets, count, words, texts)
     names = examples.names
     reports = []
     for index, label in enumerate(examples.labels):
