@@ -95,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         help="add this many recombinations of CLINC150 training queries (query-like texts)",
     )
     parser.add_argument(
+        "--query-pooling",
+        action="store_true",
+        help="switch the student to query pooling: its last layer runs for the mean row alone, "
+        "as fast as a classifier's (toolkit/train/query_pooling.py); a student that has it "
+        "keeps it without this flag",
+    )
+    parser.add_argument(
         "--stage",
         choices=("all", "bundle"),
         default="all",
@@ -172,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             student = grouped_student(
                 teacher, calibration_sample(train_ids, CALIBRATION_ROWS, seed=SEED), STUDENT_GROUPS
             )
+        if args.query_pooling:
+            from edge_agent.toolkit.train.query_pooling import use_query_pooling
+
+            use_query_pooling(student)
         target = teacher_embeddings(teacher, held_ids)
         log(
             {

@@ -287,7 +287,19 @@ def read_per_group_encoder(
         _set_norm(state, layer + "output.layernorm", norms[2 + 2 * i], arrays)
     model.load_state_dict(state)
     model.eval()
+    if _pools_one_row(graph):
+        from edge_agent.toolkit.train.query_pooling import use_query_pooling
+
+        use_query_pooling(model)
     return model
+
+
+def _pools_one_row(graph: Any) -> bool:
+    """Whether an encoder graph is query-pooled: its `embeddings` normalise the last layer's
+    one row (a Gather) rather than a mean over every row (toolkit/export/graph.py)."""
+    producers = {output: node for node in graph.node for output in node.output}
+    pooled = producers[producers["embeddings"].input[0]]
+    return bool(pooled.op_type == "Gather")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ at (measured with per-op profiles, see docs/benchmarks.md):
 - the last layer for the first token only: the pooler reads nothing else, so its queries,
   post-attention, feed-forward and LayerNorms run on one position instead of all (keys
   and values still cover every token);
+- an encoder with query pooling (train/query_pooling.py) likewise runs its last layer for
+  one row, the masked mean of the layer's input, and that row is the embedding;
 - Reshape with 0 (= keep this dimension), so no shape arithmetic in the graph.
 
 Measured and rejected (slower here, onnxruntime 1.32, x86, 1 thread; see
@@ -33,6 +35,7 @@ embedding is folded into the position table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,6 +47,28 @@ MS_DOMAIN: Final = "com.microsoft"
 # not per token, so it costs nothing in fp32, and quantizing it perturbs the logits
 # directly; quantize.py leaves these nodes in fp32.
 HEAD_PREFIX: Final = "head_"
+# A checkpoint's config key saying how an encoder turns its last layer into the sentence
+# embedding: "mean" over every token's output (the default, the teacher's way) or "query"
+# (train/query_pooling.py).
+POOLING_KEY: Final = "sentence_pooling"
+MEAN_POOLING: Final = "mean"
+QUERY_POOLING: Final = "query"
+
+
+def sentence_pooling(config: Any) -> str:
+    """The pooling a checkpoint's config names (mean when it names none)."""
+    pooling = str(getattr(config, POOLING_KEY, MEAN_POOLING))
+    if pooling not in (MEAN_POOLING, QUERY_POOLING):
+        raise UnsupportedConfigError(f"{POOLING_KEY} {pooling!r} (only mean or query)")
+    return pooling
+
+
+@dataclass(frozen=True)
+class _OneRow:
+    """The one row a last layer computes: the first token's, or with `token_weights` (the
+    float attention mask [b, l]) the masked mean of the rows."""
+
+    token_weights: str | None = None
 
 
 class UnsupportedConfigError(ValueError):
@@ -160,6 +185,26 @@ def _first_token(graph: _Graph, x: str, axis: int, count: int = 1) -> str:
     return graph.op("Slice", [x, zero, end, graph.const("axes", np.array([axis], np.int64))])
 
 
+def _masked_mean(graph: _Graph, x: str, axis: int, token_weights: str) -> str:
+    """Mean of x over the real tokens along `axis` (x's token axis: 1 in [b, l, c], 2 in
+    [b, h, l, d]), keeping the axis."""
+    spread = [a for a in range(4 if axis == 2 else 3) if a not in (0, axis)]
+    weights = graph.op(
+        "Unsqueeze", [token_weights, graph.const("axes", np.array(spread, dtype=np.int64))]
+    )
+    axes = graph.const("axes", np.array([axis], dtype=np.int64))
+    summed = graph.op("ReduceSum", [graph.op("Mul", [x, weights]), axes], keepdims=1)
+    count = graph.op("ReduceSum", [weights, axes], keepdims=1)
+    floor = graph.const("min_count", np.array(1e-9, dtype=np.float32))
+    return graph.op("Div", [summed, graph.op("Max", [count, floor])])
+
+
+def _one_row(graph: _Graph, x: str, axis: int, row: _OneRow) -> str:
+    if row.token_weights is None:
+        return _first_token(graph, x, axis)
+    return _masked_mean(graph, x, axis, row.token_weights)
+
+
 def _add_layer_norm(graph: _Graph, y: str, residual: str, norm: Any) -> str:
     """LayerNorm(y + residual)."""
     return graph.op(
@@ -175,12 +220,19 @@ def _add_layer_norm(graph: _Graph, y: str, residual: str, norm: Any) -> str:
 
 
 def _attention(
-    graph: _Graph, x: str, attention: Any, mask_bias: str, channels: int, *, first_only: bool
+    graph: _Graph,
+    x: str,
+    attention: Any,
+    mask_bias: str,
+    channels: int,
+    *,
+    one_row: _OneRow | None,
 ) -> str:
     """softmax(q k^T / sqrt(d) + mask) v in (b, heads, l, d); returns (b, l, c) without
-    v's bias, which the caller folds into the post-attention bias. With `first_only`,
-    queries (and so the output) for the first token alone: the classifier reads nothing
-    else of the last layer."""
+    v's bias, which the caller folds into the post-attention bias. With `one_row`, one query
+    (and so one output row): the first token's, which is all a classifier reads of the last
+    layer, or the mean of the queries, which is the query of the mean row (q is linear in x
+    and the weights sum to 1)."""
     heads = attention.num_attention_heads
     head_size = channels // heads
     scale = 1.0 / np.sqrt(head_size)
@@ -216,18 +268,22 @@ def _attention(
             )
             for w, b in zip(weights, (q_bias, None, None), strict=True)
         )
-    if first_only:
-        # Queries of the first two tokens, not one: with one query row onnxruntime's x86
-        # SGEMM takes its M = 1 kernel for p·v, whose sum over the keys is ordered by the
-        # padded length, so the context moved by an ulp with the padding and flipped INT8
-        # roundings downstream (scores moved by 5e-5). With two rows the general kernel
-        # adds the keys in order, padding adds exact zeros at the end, and the context is
-        # the same whatever the batch's length.
-        q = _first_token(graph, q, axis=2, count=2)
+    if one_row is not None:
+        # Two query rows, not one: with one query row onnxruntime's x86 SGEMM takes its
+        # M = 1 kernel for p·v, whose sum over the keys is ordered by the padded length, so
+        # the context moved by an ulp with the padding and flipped INT8 roundings downstream
+        # (scores moved by 5e-5). With two rows the general kernel adds the keys in order,
+        # padding adds exact zeros at the end, and the context is the same whatever the
+        # batch's length. The second row is the next token's, or the mean row again.
+        if one_row.token_weights is None:
+            q = _first_token(graph, q, axis=2, count=2)
+        else:
+            mean = _one_row(graph, q, 2, one_row)
+            q = graph.op("Concat", [mean, mean], axis=2)
     scores = graph.op("MatMul", [q, graph.op("Transpose", [k], perm=[0, 1, 3, 2])])
     probabilities = graph.op("Softmax", [graph.op("Add", [scores, mask_bias])], axis=-1)
     context = graph.op("MatMul", [probabilities, v])
-    if first_only:
+    if one_row is not None:
         context = _first_token(graph, context, axis=2)
     return _from_heads(graph, context, channels)
 
@@ -250,13 +306,19 @@ def _feed_forward(graph: _Graph, x: str, intermediate: Any, output: Any) -> str:
 
 
 def _layer(
-    graph: _Graph, x: str, layer: Any, mask_bias: str, channels: int, *, first_only: bool
+    graph: _Graph,
+    x: str,
+    layer: Any,
+    mask_bias: str,
+    channels: int,
+    *,
+    one_row: _OneRow | None,
 ) -> str:
     post, out = layer.post_attention, layer.output
-    context = _attention(graph, x, layer.attention, mask_bias, channels, first_only=first_only)
+    context = _attention(graph, x, layer.attention, mask_bias, channels, one_row=one_row)
     w_post = _grouped_weight(post.conv1d)
     post_bias = _np(post.conv1d.bias) + _grouped_vecmat(_np(layer.attention.value.bias), w_post)
-    residual = _first_token(graph, x, axis=1) if first_only else x
+    residual = x if one_row is None else _one_row(graph, x, 1, one_row)
     y = _grouped_matmul(graph, context, w_post, post_bias)
     x1 = _add_layer_norm(graph, y, residual, post.layernorm)
     y = _feed_forward(graph, x1, layer.intermediate.conv1d, out.conv1d)
@@ -265,8 +327,8 @@ def _layer(
 
 def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
     """onnx.ModelProto computing `hf_model(input_ids, attention_mask).logits`, or with
-    `embedding`, the encoder's mean-pooled, L2-normalised last hidden state as `embeddings`
-    (pooler and classifier unused)."""
+    `embedding`, the encoder's L2-normalised sentence embedding as `embeddings`, pooled as its
+    config says (sentence_pooling; pooler and classifier unused)."""
     from onnx import TensorProto, helper
 
     config = hf_model.config
@@ -315,13 +377,27 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
     inverted = graph.op("Sub", [graph.const("one", np.array(1.0, dtype=np.float32)), as_float])
     mask = graph.op("Mul", [inverted, graph.const("neg", np.array(-10000.0, dtype=np.float32))])
     mask = graph.op("Unsqueeze", [mask, graph.const("axes", np.array([1, 2], dtype=np.int64))])
+    # The last layer runs for the one row that is read: the first token (a classifier's
+    # pooler reads nothing else), the mean row (query pooling), or every row (mean pooling).
+    pooling = sentence_pooling(config) if embedding else None
+    last_row = (
+        _OneRow()
+        if pooling is None
+        else _OneRow(token_weights=as_float)
+        if pooling == QUERY_POOLING
+        else None
+    )
     layers = list(base.encoder.layers)
     for index, layer in enumerate(layers):
-        # The pooler reads the first token only, so the last layer computes nothing else.
-        last = index == len(layers) - 1
-        x = _layer(graph, x, layer, mask, channels, first_only=last and not embedding)
-    if embedding:
-        return _finish(graph, [_mean_pooled(graph, x, as_float)], "embeddings", channels)
+        one_row = last_row if index == len(layers) - 1 else None
+        x = _layer(graph, x, layer, mask, channels, one_row=one_row)
+    if pooling == QUERY_POOLING:
+        row = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
+        return _finish(graph, [_normalised(row)], "embeddings", channels)
+    if pooling == MEAN_POOLING:
+        mean = _masked_mean(graph, x, 1, as_float)
+        row = graph.op("Squeeze", [mean, graph.const("axes", np.array([1], dtype=np.int64))])
+        return _finish(graph, [_normalised(row)], "embeddings", channels)
     first = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
     pooler, classifier = base.pooler.dense, hf_model.classifier
     pooled = graph.op(
@@ -340,19 +416,12 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
     return _finish(graph, [], "logits", config.num_labels)
 
 
-def _mean_pooled(graph: _Graph, x: str, as_float: str) -> Any:
-    """The node writing `embeddings`: mean of x [b, l, c] over real tokens, L2-normalised
-    (what sentence-transformers computes for all-MiniLM-L6-v2)."""
+def _normalised(row: str) -> Any:
+    """The node writing `embeddings`: the pooled row [b, c], L2-normalised."""
     from onnx import helper
 
-    weights = graph.op("Unsqueeze", [as_float, graph.const("axis2", np.array([2], dtype=np.int64))])
-    axis1 = graph.const("axis1", np.array([1], dtype=np.int64))
-    summed = graph.op("ReduceSum", [graph.op("Mul", [x, weights]), axis1], keepdims=0)
-    count = graph.op("ReduceSum", [weights, axis1], keepdims=0)
-    floor = graph.const("min_count", np.array(1e-9, dtype=np.float32))
-    mean = graph.op("Div", [summed, graph.op("Max", [count, floor])])
     return helper.make_node(
-        "LpNormalization", [mean], ["embeddings"], name="embeddings", axis=-1, p=2
+        "LpNormalization", [row], ["embeddings"], name="embeddings", axis=-1, p=2
     )
 
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from edge_agent.toolkit.train.query_pooling import QUERY_POOLING, query_pooled, sentence_pooling
+
 if TYPE_CHECKING:
     import torch
 
@@ -74,7 +76,11 @@ def student_embeddings(
     student: Any, ids: Sequence[Sequence[int]], batch_size: int = 128
 ) -> np.ndarray:
     """[len(ids), hidden] normalised embeddings of a SqueezeBertForSequenceClassification's
-    encoder (its pooler and classifier are unused)."""
+    encoder, pooled as its config says (its pooler and classifier are unused)."""
+    if sentence_pooling(student.config) == QUERY_POOLING:
+        return _embed(
+            lambda i, m: query_pooled(student.transformer, i, m)[0], ids, batch_size, pooled=True
+        )
     return _embed(
         lambda i, m: student.transformer(input_ids=i, attention_mask=m).last_hidden_state,
         ids,
@@ -83,8 +89,14 @@ def student_embeddings(
 
 
 def _embed(
-    forward: Callable[[Any, Any], Any], ids: Sequence[Sequence[int]], batch_size: int
+    forward: Callable[[Any, Any], Any],
+    ids: Sequence[Sequence[int]],
+    batch_size: int,
+    *,
+    pooled: bool = False,
 ) -> np.ndarray:
+    """Embeddings of `ids` by length-sorted batches; `forward` gives the last hidden state to
+    mean-pool, or with `pooled` the normalised embeddings themselves."""
     import torch
 
     from edge_agent.toolkit.train.data import length_batches
@@ -94,10 +106,11 @@ def _embed(
     with torch.inference_mode():
         for batch in length_batches([len(r) for r in ids], batch_size, seed=None):
             input_ids, mask = pad_batch([ids[i] for i in batch], torch.device("cpu"))
-            pooled = mean_pooled(forward(input_ids, mask), mask).numpy()
+            result = forward(input_ids, mask)
+            vectors = (result if pooled else mean_pooled(result, mask)).numpy()
             if out is None:
-                out = np.zeros((len(ids), pooled.shape[1]), dtype=np.float32)
-            out[batch] = pooled
+                out = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)
+            out[batch] = vectors
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -127,6 +140,19 @@ def _hidden_loss(student_hidden: Any, teacher_hidden: Any, mask: Any) -> Any:
         scale = ((t * keep) ** 2).sum() / tokens
         total = total + (((s - t) * keep) ** 2).sum() / tokens / scale.clamp(min=1e-6)
     return total / (len(student_hidden) - 1)
+
+
+def _student_forward(
+    student: Any, input_ids: Any, mask: Any, teacher_hidden: tuple[Any, ...]
+) -> tuple[Any, tuple[Any, ...], tuple[Any, ...]]:
+    """(normalised embeddings, the student's hidden states, the teacher's to match them). With
+    query pooling the last layer has no per-token states, so its layer is matched through the
+    embedding alone."""
+    if sentence_pooling(student.config) == QUERY_POOLING:
+        pooled, hidden = query_pooled(student.transformer, input_ids, mask)
+        return pooled, hidden, teacher_hidden[:-1]
+    out = student.transformer(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+    return mean_pooled(out.last_hidden_state, mask), out.hidden_states, teacher_hidden
 
 
 def distil_encoder(
@@ -203,13 +229,12 @@ def distil_encoder(
         with torch.no_grad():
             t_out = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
             target = mean_pooled(t_out.last_hidden_state, mask)
-        s_out = student.transformer(
-            input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+        pooled, student_hidden, teacher_hidden = _student_forward(
+            student, input_ids, mask, t_out.hidden_states
         )
-        pooled = mean_pooled(s_out.last_hidden_state, mask)
         cosine_loss = (1.0 - (pooled * target).sum(dim=-1)).mean()
         loss = cosine_loss + options.hidden_weight * _hidden_loss(
-            s_out.hidden_states, t_out.hidden_states, mask
+            student_hidden, teacher_hidden, mask
         )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

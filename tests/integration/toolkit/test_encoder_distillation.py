@@ -19,6 +19,7 @@ from edge_agent.toolkit.train.embedding import (
     teacher_embeddings,
 )
 from edge_agent.toolkit.train.minilm import minilm_dir
+from edge_agent.toolkit.train.query_pooling import use_query_pooling
 from tests.support.bundles import SAMPLE_TEXTS
 
 TEXTS = [
@@ -65,3 +66,21 @@ def test_one_group_is_the_teacher_and_distillation_moves_the_grouped_student(
     distil_encoder(again, teacher, ids, options=options, work=tmp_path, log=events.append)
     assert events[-1]["resumed_at_step"] == events[-2]["of"]
     assert _mean_cosine(student_embeddings(again, ids), target) == after
+
+
+def test_distillation_teaches_a_query_pooled_student_the_mean_pooled_embedding(
+    tmp_path: Path,
+) -> None:
+    """The teacher's own weights with query pooling (toolkit/train/query_pooling.py) embed a
+    little differently from the teacher; distillation, which then matches the hidden states of
+    every layer but the last, closes part of the gap."""
+    teacher, ids = load_teacher(), _ids()
+    target = teacher_embeddings(teacher, ids)
+    student = grouped_student(teacher, ids, groups=1)
+    use_query_pooling(student)
+    before = _mean_cosine(student_embeddings(student, ids), target)
+    assert before < 0.99, before
+    options = EncoderOptions(epochs=8, batch_size=8, learning_rate=3e-4, warmup_steps=2)
+    distil_encoder(student, teacher, ids, options=options, work=tmp_path, log=lambda _: None)
+    after = _mean_cosine(student_embeddings(student, ids), target)
+    assert after > before + 0.3 * (1 - before), (before, after)

@@ -6,14 +6,17 @@ a shipped bundle when its training checkpoint is gone (recipes/build_encoder.py 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge_agent.toolkit.export.to_onnx import load_checkpoint_tokenizer
 from edge_agent.toolkit.train.bundle import Deployable, export_graphs, graph_logits
 from edge_agent.toolkit.train.data import encode_texts
 from edge_agent.toolkit.train.embedding import student_embeddings
+from edge_agent.toolkit.train.query_pooling import sentence_pooling, use_query_pooling
 from recipes.repack_bundle import read_per_group_encoder
 from tests.support.bundles import SAMPLE_TEXTS
 
@@ -24,11 +27,18 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "query"])
 def test_an_encoder_graph_reads_back_into_the_checkpoint_it_was_exported_from(
-    tiny_base: Path, tmp_path: Path
+    tiny_base: Path, tmp_path: Path, pooling: str
 ) -> None:
     from transformers import SqueezeBertForSequenceClassification
 
+    if pooling == "query":  # toolkit/train/query_pooling.py: the read-back must pool alike
+        model = SqueezeBertForSequenceClassification.from_pretrained(str(tiny_base))
+        use_query_pooling(model)
+        model.save_pretrained(str(tmp_path / "base"))
+        shutil.copy(tiny_base / "tokenizer.json", tmp_path / "base" / "tokenizer.json")
+        tiny_base = tmp_path / "base"
     tokenizer = load_checkpoint_tokenizer(tiny_base)
     _, int8 = export_graphs(
         Deployable(tiny_base, tokenizer),
@@ -42,6 +52,7 @@ def test_an_encoder_graph_reads_back_into_the_checkpoint_it_was_exported_from(
     original = SqueezeBertForSequenceClassification.from_pretrained(str(tiny_base)).eval()
     for key in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size"):
         assert getattr(read_back.config, key) == getattr(original.config, key), key
+    assert sentence_pooling(read_back.config) == pooling
     for key in ("q_groups", "intermediate_groups", "output_groups"):
         assert getattr(read_back.config, key) == getattr(original.config, key), key
 
