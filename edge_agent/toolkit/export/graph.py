@@ -278,7 +278,7 @@ def _attention(
         if one_row.token_weights is None:
             q = _first_token(graph, q, axis=2, count=2)
         else:
-            mean = _one_row(graph, q, 2, one_row)
+            mean = _masked_mean(graph, q, 2, one_row.token_weights)
             q = graph.op("Concat", [mean, mean], axis=2)
     scores = graph.op("MatMul", [q, graph.op("Transpose", [k], perm=[0, 1, 3, 2])])
     probabilities = graph.op("Softmax", [graph.op("Add", [scores, mask_bias])], axis=-1)
@@ -379,29 +379,27 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
     mask = graph.op("Unsqueeze", [mask, graph.const("axes", np.array([1, 2], dtype=np.int64))])
     # The last layer runs for the one row that is read: the first token (a classifier's
     # pooler reads nothing else), the mean row (query pooling), or every row (mean pooling).
-    pooling = sentence_pooling(config) if embedding else None
-    last_row = (
-        _OneRow()
-        if pooling is None
-        else _OneRow(token_weights=as_float)
-        if pooling == QUERY_POOLING
-        else None
-    )
+    mean_pooled = embedding and sentence_pooling(config) == MEAN_POOLING
+    if mean_pooled:
+        last_row = None
+    elif embedding:
+        last_row = _OneRow(token_weights=as_float)
+    else:
+        last_row = _OneRow()
     layers = list(base.encoder.layers)
     for index, layer in enumerate(layers):
         one_row = last_row if index == len(layers) - 1 else None
         x = _layer(graph, x, layer, mask, channels, one_row=one_row)
-    if pooling == QUERY_POOLING:
-        row = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
-        return _finish(graph, [_normalised(row)], "embeddings", channels)
-    if pooling == MEAN_POOLING:
+    if mean_pooled:
         mean = _masked_mean(graph, x, 1, as_float)
         row = graph.op("Squeeze", [mean, graph.const("axes", np.array([1], dtype=np.int64))])
+    else:  # the last layer's one row
+        row = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
+    if embedding:
         return _finish(graph, [_normalised(row)], "embeddings", channels)
-    first = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
     pooler, classifier = base.pooler.dense, hf_model.classifier
     pooled = graph.op(
-        "MatMul", [first, graph.const("w_pool", _np(pooler.weight).T.copy())], HEAD_PREFIX + "pool"
+        "MatMul", [row, graph.const("w_pool", _np(pooler.weight).T.copy())], HEAD_PREFIX + "pool"
     )
     pooled = graph.op("Tanh", [graph.op("Add", [pooled, graph.const("b_pool", _np(pooler.bias))])])
     logits = graph.op(

@@ -68,7 +68,9 @@ def teacher_embeddings(
 ) -> np.ndarray:
     """[len(ids), hidden] normalised teacher sentence embeddings."""
     return _embed(
-        lambda i, m: teacher(input_ids=i, attention_mask=m).last_hidden_state, ids, batch_size
+        lambda i, m: mean_pooled(teacher(input_ids=i, attention_mask=m).last_hidden_state, m),
+        ids,
+        batch_size,
     )
 
 
@@ -77,26 +79,13 @@ def student_embeddings(
 ) -> np.ndarray:
     """[len(ids), hidden] normalised embeddings of a SqueezeBertForSequenceClassification's
     encoder, pooled as its config says (its pooler and classifier are unused)."""
-    if sentence_pooling(student.config) == QUERY_POOLING:
-        return _embed(
-            lambda i, m: query_pooled(student.transformer, i, m)[0], ids, batch_size, pooled=True
-        )
-    return _embed(
-        lambda i, m: student.transformer(input_ids=i, attention_mask=m).last_hidden_state,
-        ids,
-        batch_size,
-    )
+    return _embed(lambda i, m: _student_forward(student, i, m)[0], ids, batch_size)
 
 
 def _embed(
-    forward: Callable[[Any, Any], Any],
-    ids: Sequence[Sequence[int]],
-    batch_size: int,
-    *,
-    pooled: bool = False,
+    forward: Callable[[Any, Any], Any], ids: Sequence[Sequence[int]], batch_size: int
 ) -> np.ndarray:
-    """Embeddings of `ids` by length-sorted batches; `forward` gives the last hidden state to
-    mean-pool, or with `pooled` the normalised embeddings themselves."""
+    """`forward`'s normalised embeddings of `ids`, run by length-sorted batches."""
     import torch
 
     from edge_agent.toolkit.train.data import length_batches
@@ -106,8 +95,7 @@ def _embed(
     with torch.inference_mode():
         for batch in length_batches([len(r) for r in ids], batch_size, seed=None):
             input_ids, mask = pad_batch([ids[i] for i in batch], torch.device("cpu"))
-            result = forward(input_ids, mask)
-            vectors = (result if pooled else mean_pooled(result, mask)).numpy()
+            vectors = forward(input_ids, mask).numpy()
             if out is None:
                 out = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)
             out[batch] = vectors
@@ -142,17 +130,13 @@ def _hidden_loss(student_hidden: Any, teacher_hidden: Any, mask: Any) -> Any:
     return total / (len(student_hidden) - 1)
 
 
-def _student_forward(
-    student: Any, input_ids: Any, mask: Any, teacher_hidden: tuple[Any, ...]
-) -> tuple[Any, tuple[Any, ...], tuple[Any, ...]]:
-    """(normalised embeddings, the student's hidden states, the teacher's to match them). With
-    query pooling the last layer has no per-token states, so its layer is matched through the
-    embedding alone."""
+def _student_forward(student: Any, input_ids: Any, mask: Any) -> tuple[Any, tuple[Any, ...]]:
+    """(normalised embeddings, hidden states) of the student, pooled as its config says. With
+    query pooling the last layer has no per-token states: the states stop a layer short."""
     if sentence_pooling(student.config) == QUERY_POOLING:
-        pooled, hidden = query_pooled(student.transformer, input_ids, mask)
-        return pooled, hidden, teacher_hidden[:-1]
+        return query_pooled(student.transformer, input_ids, mask)
     out = student.transformer(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-    return mean_pooled(out.last_hidden_state, mask), out.hidden_states, teacher_hidden
+    return mean_pooled(out.last_hidden_state, mask), out.hidden_states
 
 
 def distil_encoder(
@@ -229,10 +213,11 @@ def distil_encoder(
         with torch.no_grad():
             t_out = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
             target = mean_pooled(t_out.last_hidden_state, mask)
-        pooled, student_hidden, teacher_hidden = _student_forward(
-            student, input_ids, mask, t_out.hidden_states
-        )
+        pooled, student_hidden = _student_forward(student, input_ids, mask)
         cosine_loss = (1.0 - (pooled * target).sum(dim=-1)).mean()
+        # Matched layer by layer as far as the student has per-token states (query pooling's
+        # last layer is matched through the embedding alone).
+        teacher_hidden = t_out.hidden_states[: len(student_hidden)]
         loss = cosine_loss + options.hidden_weight * _hidden_loss(
             student_hidden, teacher_hidden, mask
         )
