@@ -64,6 +64,23 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_query_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_base switched to query pooling (toolkit/train/query_pooling.py)."""
+    import shutil
+
+    from transformers import SqueezeBertForSequenceClassification
+
+    from edge_agent.toolkit.train.query_pooling import use_query_pooling
+
+    model = SqueezeBertForSequenceClassification.from_pretrained(str(tiny_base))
+    use_query_pooling(model)
+    folder = tmp_path_factory.mktemp("query_base")
+    model.save_pretrained(str(folder))
+    shutil.copy(tiny_base / "tokenizer.json", folder / "tokenizer.json")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def sentiment_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import csv
 

@@ -4,7 +4,6 @@ runs for one row like a classifier's."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,9 @@ from edge_agent.toolkit.export.to_onnx import encode, load_checkpoint_tokenizer
 from edge_agent.toolkit.train.bundle import Deployable, export_graphs
 from edge_agent.toolkit.train.data import encode_texts
 from edge_agent.toolkit.train.embedding import student_embeddings
-from edge_agent.toolkit.train.query_pooling import use_query_pooling
 from tests.support.bundles import SAMPLE_TEXTS
 
 MAX_SEQ_LEN = 64
-
-
-def _query_pooled_checkpoint(tiny_base: Path, folder: Path) -> Path:
-    from transformers import SqueezeBertForSequenceClassification
-
-    model = SqueezeBertForSequenceClassification.from_pretrained(str(tiny_base))
-    use_query_pooling(model)
-    model.save_pretrained(str(folder))
-    shutil.copy(tiny_base / "tokenizer.json", folder / "tokenizer.json")
-    return folder
 
 
 def _run(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -37,11 +25,11 @@ def _run(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def test_query_pooled_graph_matches_torch_and_ignores_padding(
-    tiny_base: Path, tmp_path: Path
+    tiny_query_base: Path, tmp_path: Path
 ) -> None:
     from transformers import SqueezeBertForSequenceClassification
 
-    folder = _query_pooled_checkpoint(tiny_base, tmp_path / "checkpoint")
+    folder = tiny_query_base
     tokenizer = load_checkpoint_tokenizer(folder)
     fp32, int8 = export_graphs(
         Deployable(folder, tokenizer),
@@ -76,16 +64,14 @@ def test_query_pooled_graph_matches_torch_and_ignores_padding(
 
 
 def test_query_pooled_graph_runs_its_last_layer_for_one_row(
-    tiny_base: Path, tmp_path: Path
+    tiny_base: Path, tiny_query_base: Path, tmp_path: Path
 ) -> None:
     """Fewer feed-forward rows than mean pooling: the last layer's GELU sees [b, 1, ...]."""
     import onnx
 
     from edge_agent.toolkit.export.to_onnx import export_onnx
 
-    query = export_onnx(
-        _query_pooled_checkpoint(tiny_base, tmp_path / "q"), tmp_path / "q.onnx", embedding=True
-    )
+    query = export_onnx(tiny_query_base, tmp_path / "q.onnx", embedding=True)
     mean = export_onnx(tiny_base, tmp_path / "mean.onnx", embedding=True)
     feeds = encode(load_checkpoint_tokenizer(tiny_base), SAMPLE_TEXTS[:3], MAX_SEQ_LEN)
     length = feeds["input_ids"].shape[1]
