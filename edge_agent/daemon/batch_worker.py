@@ -5,9 +5,11 @@ decoded, routes chosen), has them classified, shapes their results and hands the
 one batch after another in the order they came. With `workers` > 1 the classifying (tokens
 and onnxruntime, which releases the GIL) runs on a pool of that many threads, so several
 batches are classified at once while this thread prepares the next one and publishes the
-last. One batch more than the pool has threads is kept in flight, so that a classifying
-thread that finishes finds the next batch ready. A batch with nothing else in flight or
-queued (a light stream) is classified on this thread, without the hand-off. New models are
+last. What is taken while several classifying threads are idle is split among them, and one
+batch more than the pool has threads is kept waiting, so that a classifying thread that
+finishes finds the next batch ready; a long batch at the head, whose results must leave
+first, does not hold the others back. A batch with nothing else in flight or queued (a
+light stream) is classified on this thread, without the hand-off. New models are
 swapped in only when no batch is in flight, so each batch is labelled by one version. A
 batch that raises is handled again message by message, and nothing that one message does
 can stop this thread.
@@ -27,7 +29,7 @@ from edge_agent.models.store import ModelStore, Swapped
 from edge_agent.mqtt.link import MqttLink
 from edge_agent.pipeline.acks import AckLedger, DeliveryRef
 from edge_agent.pipeline.attempts import AttemptLog
-from edge_agent.pipeline.batcher import Batcher
+from edge_agent.pipeline.batcher import Batcher, split_evenly
 from edge_agent.pipeline.inbound import Inbound
 from edge_agent.pipeline.processing import (
     LABELLED,
@@ -51,6 +53,12 @@ class _InFlight:
 
     prepared: Prepared
     classified: Future[Classified]
+
+
+def _classifying(in_flight: deque[_InFlight]) -> int:
+    """Batches in flight still being classified (or waiting for a classifying thread); the
+    others wait only for an older batch to be published."""
+    return sum(1 for item in in_flight if not item.classified.done())
 
 
 class BatchWorker:
@@ -104,31 +112,54 @@ class BatchWorker:
                     self._finish(in_flight.popleft())
                     self.batch_started = in_flight[0].prepared.started if in_flight else None
                     continue
+                idle_threads = self.workers - _classifying(in_flight)
+                if idle_threads < 0:  # every thread busy and a batch waiting for them
+                    self._wait_for_a_thread(in_flight)
+                    continue
                 # New work, or the oldest batch in flight done: whichever comes first.
                 oldest = in_flight[0].classified.done if in_flight else None
                 batch = self._batcher.next_batch(POLL_S, until=oldest)
                 self.beat = time.monotonic()
                 if batch:
-                    if not in_flight:
-                        self.batch_started = time.monotonic()
-                    started = self._start(batch, alone=not in_flight and len(self._batcher) == 0)
-                    if started is not None:
-                        in_flight.append(started)
-                    self.batch_started = in_flight[0].prepared.started if in_flight else None
-                    self._stats.set_queue_depth(len(self._batcher))
+                    self._start_split(batch, in_flight, idle_threads)
                 elif not in_flight and self._batcher.closed and len(self._batcher) == 0:
                     return
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
 
+    def _wait_for_a_thread(self, in_flight: deque[_InFlight]) -> None:
+        """Until the oldest batch is done or a classifying thread is free, whichever comes
+        first (the pool's done callbacks wake the batcher)."""
+        self._batcher.wait(
+            POLL_S,
+            until=lambda: in_flight[0].classified.done() or _classifying(in_flight) <= self.workers,
+        )
+        self.beat = time.monotonic()
+
+    def _start_split(
+        self, batch: list[Inbound], in_flight: deque[_InFlight], idle_threads: int
+    ) -> None:
+        """Start `batch`, in consecutive parts of similar size, one for each idle classifying
+        thread (one part when none is idle: it waits for the first to finish)."""
+        if not in_flight:
+            self.batch_started = time.monotonic()
+        parts = split_evenly(
+            [len(item.payload) for item in batch], idle_threads if self._pool is not None else 1
+        )
+        alone = len(parts) == 1 and not in_flight and len(self._batcher) == 0
+        for part in parts:
+            started = self._start(batch[part], alone=alone)
+            if started is not None:
+                in_flight.append(started)
+        self.batch_started = in_flight[0].prepared.started if in_flight else None
+        self._stats.set_queue_depth(len(self._batcher))
+
     def _must_finish_oldest(self, in_flight: deque[_InFlight]) -> bool:
-        """Publish the oldest batch now rather than start another: it is done, every
-        classifying thread is busy and one more batch waits for them, a new model waits for
-        the pipeline to empty, or no more work is coming."""
+        """Publish the oldest batch now rather than start another: it is done, a new model
+        waits for the pipeline to empty, or no more work is coming."""
         return (
             in_flight[0].classified.done()
-            or len(in_flight) > self.workers
             or self._store.swap_waiting()
             or (self._batcher.closed and len(self._batcher) == 0)
         )

@@ -12,6 +12,10 @@ a busy one gets, as its next batch, what arrived while the previous batch ran: b
 with the load by themselves, and no message waits for company that may never come. With a
 wait, `next_batch` returns as soon as `max_batch` items are there, or when the oldest
 waiting item has waited `max_wait_s` (larger batches at light load, for latency).
+
+`split_evenly` cuts what was taken into consecutive parts of similar cost, one for each
+idle classifying thread: a batch run on one thread while another has nothing to do takes
+twice the time it needs (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
+
+# What a message costs beyond its bytes when weighing parts: a short text still takes a
+# row of the model's fixed work (about 4 token-rows, engine/run_plan.py), ~4 bytes a token.
+ITEM_COST_IN_BYTES: Final = 16
 
 
 class Batcher(Generic[T]):
@@ -71,6 +80,12 @@ class Batcher(Generic[T]):
             count = min(self._max_batch, len(self._items))
             return [self._items.popleft()[1] for _ in range(count)]
 
+    def wait(self, timeout_s: float, until: Callable[[], bool]) -> None:
+        """Wait, taking nothing, until `until()` is true (checked at every `wake()` and
+        `put`) or timeout_s has passed."""
+        with self._ready:
+            self._ready.wait_for(until, timeout_s)
+
     def remove_where(self, predicate: Callable[[T], bool]) -> list[T]:
         """Take out waiting items that match (e.g. deliveries of a lost connection that
         the broker will send again); returns them."""
@@ -103,3 +118,24 @@ class Batcher(Generic[T]):
     def __len__(self) -> int:
         with self._ready:
             return len(self._items)
+
+
+def split_evenly(sizes: Sequence[int], parts: int) -> list[slice]:
+    """Consecutive slices of `sizes`' indices, at most `parts` of them and none empty, with
+    similar totals of size + ITEM_COST_IN_BYTES. Consecutive, so that results still leave
+    in arrival order; each cut where the running total comes closest to its share."""
+    count = len(sizes)
+    parts = min(parts, count)
+    if parts <= 1:
+        return [slice(0, count)] if count else []
+    running = [0]
+    for size in sizes:
+        running.append(running[-1] + size + ITEM_COST_IN_BYTES)
+    cuts = [0]
+    for part in range(1, parts):
+        share = running[-1] * part / parts
+        # At least one item in this part and in each part after it.
+        candidates = range(cuts[-1] + 1, count - (parts - part) + 1)
+        cuts.append(min(candidates, key=lambda cut: abs(running[cut] - share)))
+    cuts.append(count)
+    return [slice(start, end) for start, end in pairwise(cuts)]

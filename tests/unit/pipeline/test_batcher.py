@@ -1,12 +1,13 @@
 """Micro-batching hand-off: continuous by default (what is queued goes at once), full
-batches at once, lone items within max_wait when one is set, close drains."""
+batches at once, lone items within max_wait when one is set, close drains; what is taken
+split into consecutive parts of similar cost for idle threads."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from edge_agent.pipeline.batcher import Batcher
+from edge_agent.pipeline.batcher import Batcher, split_evenly
 
 
 def test_full_batch_returns_without_waiting() -> None:
@@ -98,3 +99,43 @@ def test_a_wake_during_the_wait_for_company_leaves_the_items_queued() -> None:
     for item in (2, 3, 4):
         batcher.put(item)
     assert batcher.next_batch(1.0) == [1, 2, 3, 4]
+
+
+def test_wait_returns_when_woken_with_the_condition_true_and_takes_nothing() -> None:
+    batcher: Batcher[int] = Batcher(bound=100, max_batch=4, max_wait_s=0.0)
+    batcher.put(1)
+    finished = threading.Event()
+    threading.Timer(0.05, lambda: (finished.set(), batcher.wake())).start()
+    started = time.monotonic()
+    batcher.wait(5.0, until=finished.is_set)
+    assert time.monotonic() - started < 2.5
+    assert len(batcher) == 1  # the queued item is still there
+    started = time.monotonic()
+    batcher.wait(0.05, until=lambda: False)  # and gives up at the timeout
+    assert 0.03 <= time.monotonic() - started < 1.0
+
+
+def _parts(sizes: list[int], parts: int) -> list[list[int]]:
+    return [sizes[part] for part in split_evenly(sizes, parts)]
+
+
+def test_split_evenly_keeps_order_and_every_item_once() -> None:
+    sizes = [30, 5, 80, 12, 12, 40, 7, 300, 9, 15]
+    for parts in range(1, 13):
+        pieces = _parts(sizes, parts)
+        assert [size for piece in pieces for size in piece] == sizes
+        assert all(pieces) and len(pieces) == min(parts, len(sizes))
+
+
+def test_split_evenly_balances_the_parts() -> None:
+    assert _parts([10] * 16, 2) == [[10] * 8, [10] * 8]
+    # One long text: it runs alone while the short ones share the other thread.
+    assert _parts([10, 10, 10, 200], 2) == [[10, 10, 10], [200]]
+    assert _parts([200, 10, 10, 10], 2) == [[200], [10, 10, 10]]
+
+
+def test_split_evenly_small_cases() -> None:
+    assert split_evenly([], 2) == []
+    assert _parts([5], 3) == [[5]]
+    assert _parts([5, 6], 0) == [[5, 6]]  # no idle thread: one part, waiting for the first
+    assert _parts([1, 2, 3], 3) == [[1], [2], [3]]
