@@ -91,6 +91,7 @@ class BatchWorker:
             if workers > 1
             else None
         )
+        self._progress = threading.Event()  # a classifying thread finished a batch
         self._thread = threading.Thread(target=self._work, name="edge-agent-worker", daemon=True)
         self.beat = time.monotonic()  # last sign of progress, for the watchdog
         self.batch_started: float | None = None  # the oldest batch in flight began
@@ -128,13 +129,18 @@ class BatchWorker:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
 
+    def _classified(self, _: Future[Classified]) -> None:
+        """A batch is classified (on its pool thread): wake the worker wherever it waits."""
+        self._progress.set()
+        self._batcher.wake()
+
     def _wait_for_a_thread(self, in_flight: deque[_InFlight]) -> None:
         """Until the oldest batch is done or a classifying thread is free, whichever comes
-        first (the pool's done callbacks wake the batcher)."""
-        self._batcher.wait(
-            POLL_S,
-            until=lambda: in_flight[0].classified.done() or _classifying(in_flight) <= self.workers,
-        )
+        first. Waits on its own event, not on the batcher: every arrival wakes the batcher's
+        waiters, and a saturated worker would wake for each one to find nothing to do."""
+        self._progress.clear()  # before the check: a batch done after it sets it again
+        if not in_flight[0].classified.done() and _classifying(in_flight) > self.workers:
+            self._progress.wait(POLL_S)
         self.beat = time.monotonic()
 
     def _start_split(
@@ -178,7 +184,7 @@ class BatchWorker:
             self._recover(batch, error)
             return None
         classified = self._pool.submit(self._processor.classify, prepared)
-        classified.add_done_callback(lambda _: self._batcher.wake())
+        classified.add_done_callback(self._classified)
         return _InFlight(prepared, classified)
 
     def _finish(self, item: _InFlight) -> None:

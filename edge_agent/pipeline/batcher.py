@@ -80,12 +80,6 @@ class Batcher(Generic[T]):
             count = min(self._max_batch, len(self._items))
             return [self._items.popleft()[1] for _ in range(count)]
 
-    def wait(self, timeout_s: float, until: Callable[[], bool]) -> None:
-        """Wait, taking nothing, until `until()` is true (checked at every `wake()` and
-        `put`) or timeout_s has passed."""
-        with self._ready:
-            self._ready.wait_for(until, timeout_s)
-
     def remove_where(self, predicate: Callable[[T], bool]) -> list[T]:
         """Take out waiting items that match (e.g. deliveries of a lost connection that
         the broker will send again); returns them."""

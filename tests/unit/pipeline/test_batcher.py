@@ -101,20 +101,6 @@ def test_a_wake_during_the_wait_for_company_leaves_the_items_queued() -> None:
     assert batcher.next_batch(1.0) == [1, 2, 3, 4]
 
 
-def test_wait_returns_when_woken_with_the_condition_true_and_takes_nothing() -> None:
-    batcher: Batcher[int] = Batcher(bound=100, max_batch=4, max_wait_s=0.0)
-    batcher.put(1)
-    finished = threading.Event()
-    threading.Timer(0.05, lambda: (finished.set(), batcher.wake())).start()
-    started = time.monotonic()
-    batcher.wait(5.0, until=finished.is_set)
-    assert time.monotonic() - started < 2.5
-    assert len(batcher) == 1  # the queued item is still there
-    started = time.monotonic()
-    batcher.wait(0.05, until=lambda: False)  # and gives up at the timeout
-    assert 0.03 <= time.monotonic() - started < 1.0
-
-
 def _parts(sizes: list[int], parts: int) -> list[list[int]]:
     return [sizes[part] for part in split_evenly(sizes, parts)]
 
