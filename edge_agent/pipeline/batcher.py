@@ -29,8 +29,8 @@ from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
 
-# What a message costs beyond its bytes when weighing parts: a short text still takes a
-# row of the model's fixed work (about 4 token-rows, engine/run_plan.py), ~4 bytes a token.
+# What a message costs beyond its bytes when weighing parts: its two special tokens and
+# its share of the Python work around the model, about 4 tokens at ~4 bytes a token.
 ITEM_COST_IN_BYTES: Final = 16
 
 
