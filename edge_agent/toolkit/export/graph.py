@@ -65,10 +65,10 @@ def sentence_pooling(config: Any) -> str:
 
 @dataclass(frozen=True)
 class _OneRow:
-    """The one row a last layer computes: the first token's, or with `token_weights` (the
-    float attention mask [b, l]) the masked mean of the rows."""
+    """The one row a last layer computes: the first token's, or with `mean_rows` (from
+    `_mean_rows`) the mean of the real tokens' rows."""
 
-    token_weights: str | None = None
+    mean_rows: str | None = None
 
 
 class UnsupportedConfigError(ValueError):
@@ -185,24 +185,40 @@ def _first_token(graph: _Graph, x: str, axis: int, count: int = 1) -> str:
     return graph.op("Slice", [x, zero, end, graph.const("axes", np.array([axis], np.int64))])
 
 
-def _masked_mean(graph: _Graph, x: str, axis: int, token_weights: str) -> str:
-    """Mean of x over the real tokens along `axis` (x's token axis: 1 in [b, l, c], 2 in
-    [b, h, l, d]), keeping the axis."""
-    spread = [a for a in range(4 if axis == 2 else 3) if a not in (0, axis)]
-    weights = graph.op(
-        "Unsqueeze", [token_weights, graph.const("axes", np.array(spread, dtype=np.int64))]
-    )
-    axes = graph.const("axes", np.array([axis], dtype=np.int64))
-    summed = graph.op("ReduceSum", [graph.op("Mul", [x, weights]), axes], keepdims=1)
-    count = graph.op("ReduceSum", [weights, axes], keepdims=1)
+def _token_share(graph: _Graph, token_weights: str) -> str:
+    """[b, l]: each real token's share of a mean over the text (1 / count, 0 at padding)."""
+    axes = graph.const("axes", np.array([1], dtype=np.int64))
+    count = graph.op("ReduceSum", [token_weights, axes], keepdims=1)
     floor = graph.const("min_count", np.array(1e-9, dtype=np.float32))
-    return graph.op("Div", [summed, graph.op("Max", [count, floor])])
+    return graph.op("Div", [token_weights, graph.op("Max", [count, floor])])
 
 
-def _one_row(graph: _Graph, x: str, axis: int, row: _OneRow) -> str:
-    if row.token_weights is None:
-        return _first_token(graph, x, axis)
-    return _masked_mean(graph, x, axis, row.token_weights)
+def _masked_mean(graph: _Graph, x: str, token_weights: str) -> str:
+    """Mean of x [b, l, c] over the real tokens: [b, 1, c] (mean pooling)."""
+    share = graph.op(
+        "Unsqueeze",
+        [_token_share(graph, token_weights), graph.const("axes", np.array([2], dtype=np.int64))],
+    )
+    axes = graph.const("axes", np.array([1], dtype=np.int64))
+    return graph.op("ReduceSum", [graph.op("Mul", [x, share]), axes], keepdims=1)
+
+
+def _mean_rows(graph: _Graph, token_weights: str) -> str:
+    """[b, 2, l]: the token shares twice. A MatMul by them takes the mean over the tokens
+    in one op (query pooling reads it twice in the last layer). Two rows and not one for
+    the reason `_attention` gives: the M = 1 kernel's sum depends on the padded length."""
+    row = graph.op(
+        "Unsqueeze",
+        [_token_share(graph, token_weights), graph.const("axes", np.array([1], dtype=np.int64))],
+    )
+    return graph.op("Concat", [row, row], axis=1)
+
+
+def _one_row(graph: _Graph, x: str, row: _OneRow) -> str:
+    """x [b, l, c]'s one row [b, 1, c]: the first token's or the mean of the real tokens'."""
+    if row.mean_rows is None:
+        return _first_token(graph, x, 1)
+    return _first_token(graph, graph.op("MatMul", [row.mean_rows, x]), 1)
 
 
 def _add_layer_norm(graph: _Graph, y: str, residual: str, norm: Any) -> str:
@@ -275,11 +291,11 @@ def _attention(
         # (scores moved by 5e-5). With two rows the general kernel adds the keys in order,
         # padding adds exact zeros at the end, and the context is the same whatever the
         # batch's length. The second row is the next token's, or the mean row again.
-        if one_row.token_weights is None:
+        if one_row.mean_rows is None:
             q = _first_token(graph, q, axis=2, count=2)
-        else:
-            mean = _masked_mean(graph, q, 2, one_row.token_weights)
-            q = graph.op("Concat", [mean, mean], axis=2)
+        else:  # (b, 1, 2, l) x (b, h, l, d): the mean query, twice
+            rows = graph.const("axes", np.array([1], dtype=np.int64))
+            q = graph.op("MatMul", [graph.op("Unsqueeze", [one_row.mean_rows, rows]), q])
     scores = graph.op("MatMul", [q, graph.op("Transpose", [k], perm=[0, 1, 3, 2])])
     probabilities = graph.op("Softmax", [graph.op("Add", [scores, mask_bias])], axis=-1)
     context = graph.op("MatMul", [probabilities, v])
@@ -318,7 +334,7 @@ def _layer(
     context = _attention(graph, x, layer.attention, mask_bias, channels, one_row=one_row)
     w_post = _grouped_weight(post.conv1d)
     post_bias = _np(post.conv1d.bias) + _grouped_vecmat(_np(layer.attention.value.bias), w_post)
-    residual = x if one_row is None else _one_row(graph, x, 1, one_row)
+    residual = x if one_row is None else _one_row(graph, x, one_row)
     y = _grouped_matmul(graph, context, w_post, post_bias)
     x1 = _add_layer_norm(graph, y, residual, post.layernorm)
     y = _feed_forward(graph, x1, layer.intermediate.conv1d, out.conv1d)
@@ -383,7 +399,7 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
     if mean_pooled:
         last_row = None
     elif embedding:
-        last_row = _OneRow(token_weights=as_float)
+        last_row = _OneRow(mean_rows=_mean_rows(graph, as_float))
     else:
         last_row = _OneRow()
     layers = list(base.encoder.layers)
@@ -391,7 +407,7 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
         one_row = last_row if index == len(layers) - 1 else None
         x = _layer(graph, x, layer, mask, channels, one_row=one_row)
     if mean_pooled:
-        mean = _masked_mean(graph, x, 1, as_float)
+        mean = _masked_mean(graph, x, as_float)
         row = graph.op("Squeeze", [mean, graph.const("axes", np.array([1], dtype=np.int64))])
     else:  # the last layer's one row
         row = graph.op("Gather", [x, graph.const("index", np.array(0, dtype=np.int64))], axis=1)
