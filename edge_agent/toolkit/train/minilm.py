@@ -214,6 +214,44 @@ def squeezebert_from_bert(
     return student
 
 
+def squeezebert_from_encoder(encoder_dir: Path, bert_classifier: Any) -> Any:
+    """A classifier student with the body of a distilled sentence encoder (the grouped
+    SqueezeBERT that recipes/build_encoder.py trains on ~150k texts) and the pooler and
+    classifier of the fine-tuned dense teacher.
+
+    The encoder's layers have followed all-MiniLM-L6-v2's for hours of distillation, far longer
+    than one task's student trains, so they start where `squeezebert_from_bert`'s fitted layers
+    must first get to; the teacher's head reads the first token as it did on MiniLM's layers.
+    The encoder's query pooling is dropped: a classifier reads the first token.
+    """
+    from transformers import SqueezeBertForSequenceClassification
+
+    from edge_agent.toolkit.export.graph import POOLING_KEY
+
+    teacher_cfg = bert_classifier.config
+    student = SqueezeBertForSequenceClassification.from_pretrained(
+        str(encoder_dir),
+        num_labels=teacher_cfg.num_labels,
+        id2label=dict(teacher_cfg.id2label),
+        label2id=dict(teacher_cfg.label2id),
+        ignore_mismatched_sizes=True,  # the encoder's unused classifier has another size
+    )
+    if hasattr(student.config, POOLING_KEY):
+        delattr(student.config, POOLING_KEY)
+    student.config.problem_type = teacher_cfg.problem_type
+    state = bert_classifier.state_dict()
+    head = {
+        "transformer.pooler.dense.weight": state["bert.pooler.dense.weight"],
+        "transformer.pooler.dense.bias": state["bert.pooler.dense.bias"],
+        "classifier.weight": state["classifier.weight"],
+        "classifier.bias": state["classifier.bias"],
+    }
+    unexpected = student.load_state_dict(head, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"weight mapping incomplete: extra={unexpected}")
+    return student
+
+
 def trim_positions(checkpoint: Path, out: Path, max_seq_len: int) -> Path:
     """Copy a SqueezeBERT checkpoint keeping only the first `max_seq_len` position embeddings.
 

@@ -66,6 +66,33 @@ def test_grouped_init_keeps_the_diagonal_blocks() -> None:
     assert torch.equal(query[8:16, :, 0], source[8:16, 8:16])
 
 
+def test_a_student_from_an_encoder_has_its_body_and_the_teachers_head(tmp_path: Path) -> None:
+    import torch
+
+    from edge_agent.toolkit.export.graph import POOLING_KEY
+    from edge_agent.toolkit.train.minilm import squeezebert_from_bert, squeezebert_from_encoder
+    from edge_agent.toolkit.train.query_pooling import use_query_pooling
+
+    teacher = _tiny_bert(num_labels=3)
+    teacher.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
+    teacher.config.label2id = {v: k for k, v in teacher.config.id2label.items()}
+    torch.manual_seed(1)  # an encoder with other weights than the teacher's and 2 labels
+    encoder = squeezebert_from_bert(_tiny_bert(num_labels=2), groups=4)
+    use_query_pooling(encoder)
+    encoder.save_pretrained(str(tmp_path))
+
+    student = squeezebert_from_encoder(tmp_path, teacher)
+
+    assert not hasattr(student.config, POOLING_KEY)  # reads the first token, as classifiers do
+    assert student.config.id2label == teacher.config.id2label
+    body, source = student.transformer.state_dict(), encoder.transformer.state_dict()
+    for key, value in source.items():
+        if not key.startswith("pooler."):
+            assert torch.equal(body[key], value), key
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert torch.equal(student.transformer.pooler.dense.bias, teacher.bert.pooler.dense.bias)
+
+
 def test_fitted_grouping_reproduces_dense_layers_better_than_diagonal_blocks() -> None:
     import torch
 
