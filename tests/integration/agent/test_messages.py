@@ -187,9 +187,10 @@ def test_poison_message_is_dead_lettered(
     poison = b"this payload crashed the agent three times"
     (state / JOURNAL_NAME).write_text(f"{message_key('poison/in/p', poison)} 3\n")
     start_agent(client_id="poison", limits={"max_attempts": 3})
+    # Subscribed first: a label published before the subscription reached the broker is lost.
+    client.subscribe("poison/in/+/label")
     client.publish("poison/in/p", poison)
     client.publish("poison/in/q", "a normal message")
-    client.subscribe("poison/in/+/label")
     dead = client.wait_for(1, topic_prefix="edge-agent/poison/dead-letter")[0].json()
     assert dead["attempts"] == 3 and dead["error"]["code"] == "poison"
     error = client.wait_for(1, topic_prefix="edge-agent/poison/errors")[0].json()
