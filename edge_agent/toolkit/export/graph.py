@@ -41,6 +41,19 @@ from typing import Any, Final
 
 import numpy as np
 
+from edge_agent.toolkit.export.graph_ops import (
+    GraphBuilder,
+    concat_channels,
+    first_token,
+    float_array,
+    from_heads,
+    grouped_matmul,
+    grouped_vecmat,
+    grouped_weight,
+    matmuls_per_group,
+    split_channels,
+)
+
 OPSET: Final = 17
 MS_DOMAIN: Final = "com.microsoft"
 # Node-name prefix of the classification head (pooler, classifier). It runs once per text,
@@ -75,117 +88,7 @@ class UnsupportedConfigError(ValueError):
     """This config has no hand-written graph; use the traced export instead."""
 
 
-class _Graph:
-    """Accumulates nodes and initializers with unique names."""
-
-    def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self._count = 0
-
-    def name(self, hint: str) -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
-
-    def const(self, hint: str, value: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(value, name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], hint: str = "", **attrs: Any) -> str:
-        from onnx import helper
-
-        domain = attrs.pop("domain", "")
-        out = self.name(hint or op_type.lower())
-        self.nodes.append(
-            helper.make_node(op_type, inputs, [out], name=out, domain=domain, **attrs)
-        )
-        return out
-
-
-def _np(tensor: Any) -> np.ndarray:
-    array: np.ndarray = tensor.detach().cpu().numpy().astype(np.float32)
-    return array
-
-
-def _grouped_weight(conv: Any) -> np.ndarray:
-    """Conv1d(k=1, groups=g) weight (cout, cin/g, 1) -> (g, cin/g, cout/g) for x @ w."""
-    w = _np(conv.weight)[:, :, 0]
-    g = conv.groups
-    cout, cin_g = w.shape
-    return np.ascontiguousarray(w.reshape(g, cout // g, cin_g).transpose(0, 2, 1))
-
-
-def _split_channels(graph: _Graph, x: str, weight: np.ndarray) -> list[str]:
-    """(b, l, c) -> one (b, l, cin/g) tensor per group of `weight` (g, cin/g, cout/g): one
-    copy, like a Transpose would be."""
-    groups, cin_g, _ = weight.shape
-    if groups == 1:
-        return [x]
-    from onnx import helper
-
-    parts = [graph.name("group") for _ in range(groups)]
-    # Sizes spelled out: without them onnxruntime 1.32's common-subexpression pass merges two
-    # Splits of one tensor into different numbers of parts (q and k groups 2 and 3).
-    sizes = graph.const("sizes", np.full(groups, cin_g, dtype=np.int64))
-    graph.nodes.append(
-        helper.make_node("Split", [x, sizes], parts, name=parts[0] + "_split", axis=-1)
-    )
-    return parts
-
-
-def _concat_channels(graph: _Graph, parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else graph.op("Concat", parts, axis=-1)
-
-
-def _matmuls_per_group(
-    graph: _Graph, parts: list[str], weight: np.ndarray, bias: np.ndarray | None = None
-) -> list[str]:
-    """Group g's (b, l, cin/g) @ weight[g] (cin/g, cout/g) [+ bias of group g], one 2D
-    MatMul each: onnxruntime pre-packs 2D weights only, and a 1D bias right after the
-    MatMul becomes the integer GEMM's own bias input on quantization (quantize.py)."""
-    groups = weight.shape[0]
-    biases = [None] * groups if bias is None else list(bias.reshape(groups, -1))
-    outputs = []
-    for part, w, b in zip(parts, weight, biases, strict=True):
-        y = graph.op("MatMul", [part, graph.const("w", np.ascontiguousarray(w))])
-        if b is not None:
-            y = graph.op("Add", [y, graph.const("bias", np.ascontiguousarray(b))])
-        outputs.append(y)
-    return outputs
-
-
-def _grouped_matmul(
-    graph: _Graph, x: str, weight: np.ndarray, bias: np.ndarray | None = None
-) -> str:
-    """x @ block-diagonal weight (g, cin/g, cout/g) [+ bias]: (b, l, cin) -> (b, l, cout)."""
-    parts = _split_channels(graph, x, weight)
-    return _concat_channels(graph, _matmuls_per_group(graph, parts, weight, bias))
-
-
-def _from_heads(graph: _Graph, y: str, channels: int) -> str:
-    """(b, heads, l, d) -> (b, l, c)."""
-    shape = graph.const("shape", np.array([0, 0, channels], dtype=np.int64))
-    return graph.op("Reshape", [graph.op("Transpose", [y], perm=[0, 2, 1, 3]), shape])
-
-
-def _grouped_vecmat(vector: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """vector @ block-diagonal weight, for folding biases through a grouped layer."""
-    groups, cin_g, _ = weight.shape
-    parts = vector.reshape(groups, 1, cin_g) @ weight
-    result: np.ndarray = parts.reshape(-1)
-    return result
-
-
-def _first_token(graph: _Graph, x: str, axis: int, count: int = 1) -> str:
-    """x[..., 0:count, ...] along `axis`, keeping the axis."""
-    zero, end = (graph.const("index", np.array([i], dtype=np.int64)) for i in (0, count))
-    return graph.op("Slice", [x, zero, end, graph.const("axes", np.array([axis], np.int64))])
-
-
-def _token_share(graph: _Graph, token_weights: str) -> str:
+def _token_share(graph: GraphBuilder, token_weights: str) -> str:
     """[b, l]: each real token's share of a mean over the text (1 / count, 0 at padding)."""
     axes = graph.const("axes", np.array([1], dtype=np.int64))
     count = graph.op("ReduceSum", [token_weights, axes], keepdims=1)
@@ -193,7 +96,7 @@ def _token_share(graph: _Graph, token_weights: str) -> str:
     return graph.op("Div", [token_weights, graph.op("Max", [count, floor])])
 
 
-def _masked_mean(graph: _Graph, x: str, token_weights: str) -> str:
+def _masked_mean(graph: GraphBuilder, x: str, token_weights: str) -> str:
     """Mean of x [b, l, c] over the real tokens: [b, 1, c] (mean pooling)."""
     share = graph.op(
         "Unsqueeze",
@@ -203,7 +106,7 @@ def _masked_mean(graph: _Graph, x: str, token_weights: str) -> str:
     return graph.op("ReduceSum", [graph.op("Mul", [x, share]), axes], keepdims=1)
 
 
-def _mean_rows(graph: _Graph, token_weights: str) -> str:
+def _mean_rows(graph: GraphBuilder, token_weights: str) -> str:
     """[b, 2, l]: the token shares twice. A MatMul by them takes the mean over the tokens
     in one op (query pooling reads it twice in the last layer). Two rows and not one for
     the reason `_attention` gives: the M = 1 kernel's sum depends on the padded length."""
@@ -214,21 +117,21 @@ def _mean_rows(graph: _Graph, token_weights: str) -> str:
     return graph.op("Concat", [row, row], axis=1)
 
 
-def _one_row(graph: _Graph, x: str, row: _OneRow) -> str:
+def _one_row(graph: GraphBuilder, x: str, row: _OneRow) -> str:
     """x [b, l, c]'s one row [b, 1, c]: the first token's or the mean of the real tokens'."""
     if row.mean_rows is None:
-        return _first_token(graph, x, 1)
-    return _first_token(graph, graph.op("MatMul", [row.mean_rows, x]), 1)
+        return first_token(graph, x, 1)
+    return first_token(graph, graph.op("MatMul", [row.mean_rows, x]), 1)
 
 
-def _add_layer_norm(graph: _Graph, y: str, residual: str, norm: Any) -> str:
+def _add_layer_norm(graph: GraphBuilder, y: str, residual: str, norm: Any) -> str:
     """LayerNorm(y + residual)."""
     return graph.op(
         "LayerNormalization",
         [
             graph.op("Add", [y, residual]),
-            graph.const("gamma", _np(norm.weight)),
-            graph.const("beta", _np(norm.bias)),
+            graph.const("gamma", float_array(norm.weight)),
+            graph.const("beta", float_array(norm.bias)),
         ],
         axis=-1,
         epsilon=float(norm.eps),
@@ -236,7 +139,7 @@ def _add_layer_norm(graph: _Graph, y: str, residual: str, norm: Any) -> str:
 
 
 def _attention(
-    graph: _Graph,
+    graph: GraphBuilder,
     x: str,
     attention: Any,
     mask_bias: str,
@@ -253,9 +156,9 @@ def _attention(
     head_size = channels // heads
     scale = 1.0 / np.sqrt(head_size)
     convs = (attention.query, attention.key, attention.value)
-    weights = [_grouped_weight(c) for c in convs]
+    weights = [grouped_weight(c) for c in convs]
     weights[0] = weights[0] * np.float32(scale)
-    q_bias = _np(attention.query.bias) * np.float32(scale)
+    q_bias = float_array(attention.query.bias) * np.float32(scale)
     g = attention.query.groups
     if all(c.groups == g for c in convs) and heads % g == 0:
         # One MatMul per group for q, k and v together; its columns [q | k | v] of the
@@ -264,7 +167,7 @@ def _attention(
         weight = np.concatenate(weights, axis=2)
         zeros = np.zeros((g, 2 * channels // g), np.float32)
         bias = np.concatenate([q_bias.reshape(g, -1), zeros], axis=1)
-        qkv = _grouped_matmul(graph, x, weight, bias)  # (b, l, [g, 3, h/g, d])
+        qkv = grouped_matmul(graph, x, weight, bias)  # (b, l, [g, 3, h/g, d])
         split = graph.const("shape", np.array([0, 0, g, 3, heads // g, head_size], np.int64))
         # (b, l, g, 3, h/g, d) -> (3, b, g, h/g, l, d) -> (3, b, h, l, d)
         qkv = graph.op("Transpose", [graph.op("Reshape", [qkv, split])], perm=[3, 0, 2, 4, 1, 5])
@@ -279,7 +182,7 @@ def _attention(
         q, k, v = (
             graph.op(
                 "Transpose",
-                [graph.op("Reshape", [_grouped_matmul(graph, x, w, b), to_heads])],
+                [graph.op("Reshape", [grouped_matmul(graph, x, w, b), to_heads])],
                 perm=[0, 2, 1, 3],
             )
             for w, b in zip(weights, (q_bias, None, None), strict=True)
@@ -292,7 +195,7 @@ def _attention(
         # padding adds exact zeros at the end, and the context is the same whatever the
         # batch's length. The second row is the next token's, or the mean row again.
         if one_row.mean_rows is None:
-            q = _first_token(graph, q, axis=2, count=2)
+            q = first_token(graph, q, axis=2, count=2)
         else:  # (b, 1, 2, l) x (b, h, l, d): the mean query, twice
             rows = graph.const("axes", np.array([1], dtype=np.int64))
             q = graph.op("MatMul", [graph.op("Unsqueeze", [one_row.mean_rows, rows]), q])
@@ -300,29 +203,28 @@ def _attention(
     probabilities = graph.op("Softmax", [graph.op("Add", [scores, mask_bias])], axis=-1)
     context = graph.op("MatMul", [probabilities, v])
     if one_row is not None:
-        context = _first_token(graph, context, axis=2)
-    return _from_heads(graph, context, channels)
+        context = first_token(graph, context, axis=2)
+    return from_heads(graph, context, channels)
 
 
-def _feed_forward(graph: _Graph, x: str, intermediate: Any, output: Any) -> str:
+def _feed_forward(graph: GraphBuilder, x: str, intermediate: Any, output: Any) -> str:
     """GELU(x W1 + b1) W2 + b2; with equal grouping the groups stay apart in between
     (output group i reads exactly the channels intermediate group i wrote)."""
-    w1, w2 = _grouped_weight(intermediate), _grouped_weight(output)
-    b1, b2 = _np(intermediate.bias), _np(output.bias)
+    w1, w2 = grouped_weight(intermediate), grouped_weight(output)
+    b1, b2 = float_array(intermediate.bias), float_array(output.bias)
     g = intermediate.groups
     if output.groups == g:
-        parts = _split_channels(graph, x, w1)
+        parts = split_channels(graph, x, w1)
         hidden = [
-            graph.op("Gelu", [h], domain=MS_DOMAIN)
-            for h in _matmuls_per_group(graph, parts, w1, b1)
+            graph.op("Gelu", [h], domain=MS_DOMAIN) for h in matmuls_per_group(graph, parts, w1, b1)
         ]
-        return _concat_channels(graph, _matmuls_per_group(graph, hidden, w2, b2))
-    gelu = graph.op("Gelu", [_grouped_matmul(graph, x, w1, b1)], domain=MS_DOMAIN)
-    return _grouped_matmul(graph, gelu, w2, b2)
+        return concat_channels(graph, matmuls_per_group(graph, hidden, w2, b2))
+    gelu = graph.op("Gelu", [grouped_matmul(graph, x, w1, b1)], domain=MS_DOMAIN)
+    return grouped_matmul(graph, gelu, w2, b2)
 
 
 def _layer(
-    graph: _Graph,
+    graph: GraphBuilder,
     x: str,
     layer: Any,
     mask_bias: str,
@@ -332,10 +234,12 @@ def _layer(
 ) -> str:
     post, out = layer.post_attention, layer.output
     context = _attention(graph, x, layer.attention, mask_bias, channels, one_row=one_row)
-    w_post = _grouped_weight(post.conv1d)
-    post_bias = _np(post.conv1d.bias) + _grouped_vecmat(_np(layer.attention.value.bias), w_post)
+    w_post = grouped_weight(post.conv1d)
+    post_bias = float_array(post.conv1d.bias) + grouped_vecmat(
+        float_array(layer.attention.value.bias), w_post
+    )
     residual = x if one_row is None else _one_row(graph, x, one_row)
-    y = _grouped_matmul(graph, context, w_post, post_bias)
+    y = grouped_matmul(graph, context, w_post, post_bias)
     x1 = _add_layer_norm(graph, y, residual, post.layernorm)
     y = _feed_forward(graph, x1, layer.intermediate.conv1d, out.conv1d)
     return _add_layer_norm(graph, y, x1, out.layernorm)
@@ -355,13 +259,16 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
     base = hf_model.transformer
     emb = base.embeddings
     channels = config.hidden_size
-    graph = _Graph()
+    graph = GraphBuilder()
     words = graph.op(
         "Gather",
-        [graph.const("word_embeddings", _np(emb.word_embeddings.weight)), "input_ids"],
+        [graph.const("word_embeddings", float_array(emb.word_embeddings.weight)), "input_ids"],
         axis=0,
     )
-    positions_table = _np(emb.position_embeddings.weight) + _np(emb.token_type_embeddings.weight)[0]
+    positions_table = (
+        float_array(emb.position_embeddings.weight)
+        + float_array(emb.token_type_embeddings.weight)[0]
+    )
     length = graph.op(
         "Slice",
         [
@@ -382,8 +289,8 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
         "LayerNormalization",
         [
             graph.op("Add", [words, positions]),
-            graph.const("gamma", _np(emb.LayerNorm.weight)),
-            graph.const("beta", _np(emb.LayerNorm.bias)),
+            graph.const("gamma", float_array(emb.LayerNorm.weight)),
+            graph.const("beta", float_array(emb.LayerNorm.bias)),
         ],
         axis=-1,
         epsilon=float(emb.LayerNorm.eps),
@@ -415,16 +322,23 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
         return _finish(graph, [_normalised(row)], "embeddings", channels)
     pooler, classifier = base.pooler.dense, hf_model.classifier
     pooled = graph.op(
-        "MatMul", [row, graph.const("w_pool", _np(pooler.weight).T.copy())], HEAD_PREFIX + "pool"
+        "MatMul",
+        [row, graph.const("w_pool", float_array(pooler.weight).T.copy())],
+        HEAD_PREFIX + "pool",
     )
-    pooled = graph.op("Tanh", [graph.op("Add", [pooled, graph.const("b_pool", _np(pooler.bias))])])
+    pooled = graph.op(
+        "Tanh", [graph.op("Add", [pooled, graph.const("b_pool", float_array(pooler.bias))])]
+    )
     logits = graph.op(
         "MatMul",
-        [pooled, graph.const("w_cls", _np(classifier.weight).T.copy())],
+        [pooled, graph.const("w_cls", float_array(classifier.weight).T.copy())],
         HEAD_PREFIX + "cls",
     )
     logits_out = helper.make_node(
-        "Add", [logits, graph.const("b_cls", _np(classifier.bias))], ["logits"], name="logits"
+        "Add",
+        [logits, graph.const("b_cls", float_array(classifier.bias))],
+        ["logits"],
+        name="logits",
     )
     graph.nodes.append(logits_out)
     return _finish(graph, [], "logits", config.num_labels)
@@ -439,7 +353,7 @@ def _normalised(row: str) -> Any:
     )
 
 
-def _finish(graph: _Graph, last_nodes: list[Any], output: str, width: int) -> Any:
+def _finish(graph: GraphBuilder, last_nodes: list[Any], output: str, width: int) -> Any:
     from onnx import TensorProto, helper
 
     graph.nodes.extend(last_nodes)
