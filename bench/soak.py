@@ -1,7 +1,7 @@
 """Soak: the agent at a steady fraction of its capacity for a long time (default one hour
 at 50 %), reporting RSS growth after warm-up and latency drift, window by window.
 
-    cd bench && PYTHONPATH=.. nice python soak.py [--duration-s 3600] [--window-s 60] [--rate R]
+    PYTHONPATH=. nice python bench/soak.py [--duration-s 3600] [--window-s 60] [--rate R]
 
 Same stack as bench/e2e_bench.py (own mosquitto, the agent with the shipped model or a
 random one of its shape, real MQTT clients on loopback). Capacity is measured first unless
@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from e2e_bench import (  # run from bench/ with the repository root on PYTHONPATH
-    REPO,
-    log,
-    prepare_bundle,
-    run_phase,
-    sentences,
-    write_agent_config,
-)
-
+from bench.e2e_phases import run_phase
+from bench.e2e_setup import agent_starter, log, prepare_bundle, sentences, write_agent_config
 from tests.support.broker import Broker
-from tests.support.traffic import Collector, NotifyListener, Publisher, percentile, rss_kib
+from tests.support.traffic import NotifyListener, percentile, rss_kib
+
+TOPIC = "bench/in/s"  # the agent config's route subscribes to bench/in/+
 
 
 def main() -> int:
@@ -48,27 +40,15 @@ def main() -> int:
     broker = Broker(args.work / "broker").start()
     config = write_agent_config(args.work, broker, bundle)
     notify = NotifyListener(args.work / "soak.notify")
-    env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=notify.path)
-    with (args.work / "agent.log").open("wb") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
+    agent = agent_starter(args.work, config)({"NOTIFY_SOCKET": notify.path})
     try:
         while notify.ready_at() is None:
             if agent.poll() is not None:
                 raise RuntimeError("agent exited; see " + str(args.work / "agent.log"))
         notify.close()
-        collector = Collector(broker.host, broker.port, "bench/in/+/label")
-        publisher = Publisher(broker.host, broker.port)
-        time.sleep(0.5)
         rate = args.rate
         if rate is None:
-            capacity = run_phase(
-                publisher, collector, "bench/in/s", texts, tag="cap", count=1500, rate=None
-            ).rate
+            capacity = run_phase(broker, TOPIC, texts, tag="cap", count=1500, rate=None).rate
             rate = args.load * capacity
             log(f"capacity {capacity:.0f}/s: soaking at {rate:.0f}/s")
         windows = []
@@ -76,9 +56,7 @@ def main() -> int:
         index = 0
         while time.monotonic() - started < args.duration_s:
             count = max(1, int(rate * args.window_s))
-            phase = run_phase(
-                publisher, collector, "bench/in/s", texts, tag=f"w{index}", count=count, rate=rate
-            )
+            phase = run_phase(broker, TOPIC, texts, tag=f"w{index}", count=count, rate=rate)
             window = {
                 "window": index,
                 "minutes": round((time.monotonic() - started) / 60, 2),
@@ -90,10 +68,7 @@ def main() -> int:
             }
             log(json.dumps(window))
             windows.append(window)
-            collector.clear()
             index += 1
-        collector.close()
-        publisher.close()
     finally:
         agent.terminate()
         agent.wait(30)

@@ -80,13 +80,6 @@ class Collector:
         with self._lock:
             self.results.append(Result(message.topic, body, time.monotonic()))
 
-    def clear(self) -> None:
-        """Forget the results kept so far. Long runs (bench/soak.py) call it between
-        windows: every wait scans what is kept, so keeping an hour of results would slow
-        the collector down, window after window, and show up as the agent's latency."""
-        with self._lock:
-            self.results = []
-
     def snapshot(self) -> list[Result]:
         with self._lock:
             return list(self.results)
