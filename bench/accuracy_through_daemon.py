@@ -51,7 +51,8 @@ def recipe_held_out(task_name: str) -> list[tuple[str, str]]:
 
     from edge_agent.toolkit.train.minilm import minilm_dir
     from recipes.build_models import SEED
-    from recipes.tasks import TASKS, datasets_dir
+    from recipes.task_data import datasets_dir
+    from recipes.tasks import TASKS
 
     tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
     data = TASKS[task_name].load(datasets_dir(), tokenizer, SEED)

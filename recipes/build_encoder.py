@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from recipes.tasks import datasets_dir  # noqa: E402
+from recipes.task_data import datasets_dir  # noqa: E402
 
 SEED: Final = 20261204
 MAX_SEQ_LEN: Final = 64  # training length: the distillation texts are chat lines and queries

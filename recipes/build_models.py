@@ -27,14 +27,12 @@ REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edge_agent.bundle.manifest import OutOfScopeRule  # noqa: E402
+from recipes.task_data import Task, TaskData, datasets_dir  # noqa: E402
 from recipes.tasks import (  # noqa: E402
     INTENT_REJECT_SCORE,
     OOS,
     TASKS,
-    Task,
-    TaskData,
     choose_threshold,
-    datasets_dir,
     oos_operating_point,
 )
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -14,65 +11,12 @@ from edge_agent.bundle.manifest import SCORE_KINDS
 from edge_agent.engine.out_of_scope import in_scope_scores, out_of_scope_rows
 from edge_agent.toolkit.train.augment import recombined_texts
 from edge_agent.toolkit.train.data import LabelledTexts, encode_texts, read_labelled, split_indices
-from edge_agent.toolkit.train.distil import RecipeOptions, label_targets
-from edge_agent.toolkit.train.fit import Encoded, FitOptions
+from edge_agent.toolkit.train.distil import RecipeOptions
+from edge_agent.toolkit.train.fit import FitOptions
 from edge_agent.toolkit.train.leakfree import sentence_level_split
+from recipes.task_data import Task, TaskData, encode_part, first_occurrences
 
 SST2_LABELS: Final = ("negative", "positive")
-
-
-def datasets_dir(option: str | None = None) -> Path:
-    """Where the recipes read the public datasets: the option, else EDGE_AGENT_DATASETS, else
-    ../shared/datasets beside the repository."""
-    if option:
-        return Path(option)
-    env = os.environ.get("EDGE_AGENT_DATASETS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-@dataclass(frozen=True)
-class TaskData:
-    labels: tuple[str, ...]
-    train: Encoded
-    validation: Encoded
-    held_out: Encoded
-    texts: dict[str, LabelledTexts]  # "train" / "validation" / "held_out" (and task extras)
-    max_seq_len: int
-    # unlabelled texts the student also learns from, through the teacher only (token ids)
-    transfer: tuple[tuple[int, ...], ...] = ()
-
-    def sizes(self) -> dict[str, int]:
-        sizes = {name: len(rows) for name, rows in self.texts.items()}
-        return sizes | ({"transfer": len(self.transfer)} if self.transfer else {})
-
-
-@dataclass(frozen=True)
-class Task:
-    load: Callable[[Path, Any, int], TaskData]
-    options: RecipeOptions
-    extra_figures: Callable[[Any, TaskData], dict[str, Any]]
-    version: str
-    card: dict[str, str]
-
-
-def _encode(part: LabelledTexts, labels: tuple[str, ...], tokenizer: Any, max_len: int) -> Encoded:
-    return Encoded(
-        ids=encode_texts(tokenizer, part.texts, max_len),
-        targets=label_targets(part.labels, labels, multi_label=False),
-    )
-
-
-def _first_occurrences(texts: Sequence[str], excluded: Iterable[str] = ()) -> list[int]:
-    """Indices of the first row of each distinct text, leaving out texts in `excluded`."""
-    seen = set(excluded)
-    keep = []
-    for i, text in enumerate(texts):
-        if text not in seen:
-            seen.add(text)
-            keep.append(i)
-    return keep
-
-
 SST2_HELD_OUT_SENTENCES: Final = 1000
 SST2_VALIDATION_SENTENCES: Final = 500
 
@@ -88,7 +32,7 @@ def load_sst2(datasets: Path, tokenizer: Any, seed: int) -> TaskData:
     raw = read_labelled(
         datasets / "sst2" / "train.tsv", text_column="sentence", label_column="label"
     )
-    keep = _first_occurrences(raw.texts)
+    keep = first_occurrences(raw.texts)
     named = LabelledTexts(
         texts=tuple(raw.texts[i] for i in keep),
         labels=tuple((SST2_LABELS[int(raw.labels[i][0])],) for i in keep),
@@ -107,7 +51,7 @@ def load_sst2(datasets: Path, tokenizer: Any, seed: int) -> TaskData:
         "held_out": named.subset(split.held_out),
     }
     max_len = 64
-    enc = {k: _encode(v, SST2_LABELS, tokenizer, max_len) for k, v in parts.items()}
+    enc = {k: encode_part(v, SST2_LABELS, tokenizer, max_len) for k, v in parts.items()}
     return TaskData(SST2_LABELS, enc["train"], enc["validation"], enc["held_out"], parts, max_len)
 
 
@@ -212,7 +156,7 @@ def load_clinc(datasets: Path, tokenizer: Any, seed: int) -> TaskData:
         "held_out": rows("val", "oos_val"),
     }
     max_len = 64
-    enc = {k: _encode(v, labels, tokenizer, max_len) for k, v in parts.items()}
+    enc = {k: encode_part(v, labels, tokenizer, max_len) for k, v in parts.items()}
     transfer_texts = [
         *_transfer_texts(datasets, seed),
         *recombined_texts(parts["train"].texts, INTENT_RECOMBINED_ROWS, seed),
@@ -386,7 +330,7 @@ def load_tweeteval_sentiment(datasets: Path, tokenizer: Any, seed: int) -> TaskD
         )
 
     train_all, held_out = read("train"), read("val")
-    train_all = train_all.subset(_first_occurrences(train_all.texts, excluded=held_out.texts))
+    train_all = train_all.subset(first_occurrences(train_all.texts, excluded=held_out.texts))
     tune_idx, train_idx = split_indices(train_all.labels, [0.1], seed)
     parts = {
         "train": train_all.subset(train_idx),
@@ -394,7 +338,7 @@ def load_tweeteval_sentiment(datasets: Path, tokenizer: Any, seed: int) -> TaskD
         "held_out": held_out,
     }
     max_len = 64
-    enc = {k: _encode(v, CHAT_LABELS, tokenizer, max_len) for k, v in parts.items()}
+    enc = {k: encode_part(v, CHAT_LABELS, tokenizer, max_len) for k, v in parts.items()}
     return TaskData(CHAT_LABELS, enc["train"], enc["validation"], enc["held_out"], parts, max_len)
 
 

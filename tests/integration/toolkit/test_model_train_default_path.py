@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.engine.classifier import load_classifier
-from recipes.tasks import datasets_dir
+from recipes.task_data import datasets_dir
 
 INTENTS = ("balance", "exchange_rate", "weather", "alarm", "translate", "timer")
 RARE = {  # pieces past the end of the pruned vocabulary, accents, symbols, emoji
