@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         " the MiniLM teacher's)",
     )
     parser.add_argument(
+        "--student-groups",
+        type=int,
+        help="groups of the student's grouped layers (default 4; 2 doubles their weights and"
+        " work, 1 is the dense teacher's shape)",
+    )
+    parser.add_argument(
         "--init-encoder",
         type=Path,
         help="start the student from this sentence encoder (an encoder bundle such as"
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             max_seconds=args.student_max_minutes * 60 if args.student_max_minutes else None,
         )
         options = replace(options, student=student)
+    if args.student_groups is not None:
+        options = replace(options, groups=args.student_groups)
     log({"options": asdict(options)})
 
     teacher_dir = work / "teacher"
