@@ -167,14 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
             student = SqueezeBertForSequenceClassification.from_pretrained(str(args.init)).eval()
         elif args.init_bundle:  # the same from a shipped bundle, read back from its graph
-            from recipes.repack_bundle import read_per_group_encoder
+            from recipes.repack_bundle import read_encoder_bundle
 
-            bundle_vocab = json.loads(
-                (args.init_bundle / "tokenizer.json").read_text(encoding="utf-8")
-            )["model"]["vocab"]
-            student = read_per_group_encoder(
-                args.init_bundle / "model.onnx", bundle_vocab, tokenizer.get_vocab()
-            )
+            student = read_encoder_bundle(args.init_bundle, tokenizer.get_vocab())
         else:
             student = grouped_student(
                 teacher, calibration_sample(train_ids, CALIBRATION_ROWS, seed=SEED), STUDENT_GROUPS

@@ -267,12 +267,9 @@ def encoder_checkpoint(source: Path | None, work: Path, tokenizer: Any) -> Path 
     the shipped bundle, not a checkpoint on one machine, is all a rebuild needs."""
     if source is None or not (source / "manifest.json").is_file():
         return source
-    from recipes.repack_bundle import read_per_group_encoder
+    from recipes.repack_bundle import read_encoder_bundle
 
-    bundle_vocab = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
-    encoder = read_per_group_encoder(
-        source / "model.onnx", bundle_vocab["model"]["vocab"], tokenizer.get_vocab()
-    )
+    encoder = read_encoder_bundle(source, tokenizer.get_vocab())
     folder = work / "encoder-init"
     encoder.save_pretrained(str(folder))
     return folder

@@ -294,6 +294,13 @@ def read_per_group_encoder(
     return model
 
 
+def read_encoder_bundle(bundle: Path, vocab: dict[str, int]) -> Any:
+    """read_per_group_encoder on an encoder bundle folder: its graph, re-indexed from its
+    tokenizer's vocabulary to `vocab`."""
+    tokenizer = json.loads((bundle / "tokenizer.json").read_text(encoding="utf-8"))
+    return read_per_group_encoder(bundle / "model.onnx", tokenizer["model"]["vocab"], vocab)
+
+
 def _pools_one_row(graph: Any) -> bool:
     """Whether an encoder graph is query-pooled: its `embeddings` normalise the last layer's
     one row (a Gather) rather than a mean over every row (toolkit/export/graph.py)."""

@@ -68,8 +68,8 @@ def test_an_encoder_graph_reads_back_into_the_checkpoint_it_was_exported_from(
 
 def test_a_task_student_can_start_from_an_encoder_bundle(tmp_path: Path) -> None:
     """recipes/build_models.py --init-encoder models/encoder/<version>: the bundle's graph is
-    read back into a checkpoint that squeezebert_from_encoder loads (a rebuild then needs
-    the shipped bundle only, not the encoder's training checkpoint on one machine)."""
+    read back into a checkpoint folder, the kind squeezebert_from_encoder loads (a rebuild then
+    needs the shipped bundle only, not the encoder's training checkpoint on one machine)."""
     from transformers import SqueezeBertForSequenceClassification
 
     from recipes.build_models import encoder_checkpoint
