@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.e2e_phases import Subject, measure  # noqa: E402  (after the path set-up)
 from bench.e2e_setup import (  # noqa: E402
+    TOPIC,
     agent_starter,
     build_random_checkpoint,
     log,
@@ -189,7 +190,7 @@ def main() -> int:
             "agent",
             start_agent,
             broker,
-            "bench/in/s",
+            TOPIC,
             texts,
             saturate_count=args.saturate,
             saturate_rounds=args.saturate_rounds,

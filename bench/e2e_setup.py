@@ -24,6 +24,8 @@ from tests.support.broker import Broker  # noqa: E402  (after the path set-up)
 
 LABELS: Final = ("negative", "positive")
 MAX_SEQ_LEN: Final = 128
+# The agent's one route subscribes to bench/in/+; the benches publish on this topic of it.
+TOPIC: Final = "bench/in/s"
 FALLBACK_TEXTS: Final = (
     "a gorgeous , witty , seductive movie .",
     "the plot is nothing but boilerplate clichés from start to finish",

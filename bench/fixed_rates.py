@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.e2e_phases import measure  # noqa: E402
-from bench.e2e_setup import agent_starter, sentences, write_agent_config  # noqa: E402
+from bench.e2e_setup import TOPIC, agent_starter, sentences, write_agent_config  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.traffic import percentile  # noqa: E402
 
@@ -41,7 +41,7 @@ def main() -> int:
             "agent",
             agent_starter(args.work, config),
             broker,
-            "bench/in/s",
+            TOPIC,
             texts,
             saturate_count=0,
             phases=lambda _: [(f"{rate:g}/s", rate) for rate in args.rates],

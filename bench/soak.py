@@ -18,11 +18,9 @@ import time
 from pathlib import Path
 
 from bench.e2e_phases import run_phase
-from bench.e2e_setup import agent_starter, log, prepare_bundle, sentences, write_agent_config
+from bench.e2e_setup import TOPIC, agent_starter, log, prepare_bundle, sentences, write_agent_config
 from tests.support.broker import Broker
 from tests.support.traffic import NotifyListener, percentile, rss_kib
-
-TOPIC = "bench/in/s"  # the agent config's route subscribes to bench/in/+
 
 
 def main() -> int:
