@@ -47,27 +47,14 @@ def build_bundle(version: str, seed: int) -> Path:
     if (bundle / "manifest.json").exists():
         return bundle
     import torch
-    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
+    from transformers import SqueezeBertForSequenceClassification
 
     from edge_agent.toolkit.export.pack import pack_bundle
     from edge_agent.toolkit.export.quantize import quantize_int8
     from edge_agent.toolkit.export.to_onnx import export_onnx
+    from edge_agent.toolkit.train.minilm import squeezebert_config
 
-    config = SqueezeBertConfig(
-        vocab_size=30522,
-        hidden_size=384,
-        embedding_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        q_groups=1,
-        k_groups=1,
-        v_groups=1,
-        post_attention_groups=1,
-        intermediate_groups=1,
-        output_groups=1,
-        num_labels=2,  # type: ignore[call-arg]  # a PretrainedConfig kwarg
-    )
+    config = squeezebert_config(num_labels=2, groups=1)  # MiniLM-L6's shape, dense
     torch.manual_seed(seed)
     model: Any = SqueezeBertForSequenceClassification(config)
     model.eval()
