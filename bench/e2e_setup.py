@@ -108,19 +108,21 @@ def prepare_bundle(bundle: Path | None, work: Path, texts: Sequence[str]) -> tup
     return built, "random weights, shipped shape (hidden 384, 6 layers, groups 4)"
 
 
-def write_agent_config(work: Path, broker: Broker, bundle: Path) -> Path:
-    """The default config but for the broker, one route to the bundle, and state in work."""
+def write_agent_config(
+    work: Path, broker: Broker, bundle: Path, batching: dict[str, int] | None = None
+) -> Path:
+    """The default config but for the broker, one route to the bundle, and state in work
+    (and `batching` keys, e.g. {"max_batch": 4}, where a bench compares them)."""
     config = work / "agent.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "broker": {"host": broker.host, "port": broker.port, "client_id": "bench"},
-                "routes": [{"subscribe": "bench/in/+", "model": bundle.parent.name}],
-                "models": {"dir": str(bundle.parent.parent)},
-                "state_dir": str(work / "state"),
-            }
-        )
-    )
+    settings: dict[str, object] = {
+        "broker": {"host": broker.host, "port": broker.port, "client_id": "bench"},
+        "routes": [{"subscribe": "bench/in/+", "model": bundle.parent.name}],
+        "models": {"dir": str(bundle.parent.parent)},
+        "state_dir": str(work / "state"),
+    }
+    if batching:
+        settings["batching"] = batching
+    config.write_text(yaml.safe_dump(settings))
     return config
 
 

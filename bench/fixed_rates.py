@@ -31,11 +31,13 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, required=True, help="<models>/<name>/<version>")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fixed-rates")
     parser.add_argument("--paced-s", type=float, default=8.0, help="seconds per rate")
+    parser.add_argument("--max-batch", type=int, help="the agent's batching.max_batch")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     texts, source = sentences()
     broker = Broker(args.work / "broker").start()
-    config = write_agent_config(args.work, broker, args.bundle.resolve())
+    batching = {"max_batch": args.max_batch} if args.max_batch else None
+    config = write_agent_config(args.work, broker, args.bundle.resolve(), batching)
     try:
         agent = measure(
             "agent",
