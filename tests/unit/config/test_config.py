@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.bundle.manifest import load_manifest
+from edge_agent.bundle.versions import resolve_bundle
 from edge_agent.config.settings import (
     ConfigError,
     config_from_mapping,
@@ -143,3 +145,14 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("routes: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_the_demo_config_routes_only_to_shipped_bundles() -> None:
+    """scripts/demo.sh runs config/edge-agent.yaml against the repo's models/: a route that
+    names a bundle not shipped would stop the demo at start-up."""
+    repo = Path(__file__).resolve().parents[3]
+    config = load_config(repo / "config" / "edge-agent.yaml", environ={})
+    assert config.routes
+    for route in config.routes:
+        bundle = resolve_bundle(Path(config.models.dir), route.model)
+        assert load_manifest(bundle).name == route.model
