@@ -14,6 +14,7 @@ from edge_agent.config.settings import (
     effective_config,
     load_config,
 )
+from tests.support.agent_process import REPO_ROOT
 
 ROUTE = {"subscribe": "chat/+/text", "model": "sentiment"}
 
@@ -150,8 +151,7 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
 def test_the_demo_config_routes_only_to_shipped_bundles() -> None:
     """scripts/demo.sh runs config/edge-agent.yaml against the repo's models/: a route that
     names a bundle not shipped would stop the demo at start-up."""
-    repo = Path(__file__).resolve().parents[3]
-    config = load_config(repo / "config" / "edge-agent.yaml", environ={})
+    config = load_config(REPO_ROOT / "config" / "edge-agent.yaml", environ={})
     assert config.routes
     for route in config.routes:
         bundle = resolve_bundle(Path(config.models.dir), route.model)
