@@ -42,7 +42,8 @@ from bench.e2e_setup import (  # noqa: E402
     sentences,
     write_agent_config,
 )
-from tests.support.broker import Broker  # noqa: E402
+from bench.stage_breakdown import breakdown_rows, read_totals  # noqa: E402
+from tests.support.broker import Broker, free_port  # noqa: E402
 from tests.support.traffic import percentile  # noqa: E402
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ def main() -> int:
     same_weights = args.checkpoint is not None or "random" in model_source
 
     broker = Broker(args.work / "broker").start()
-    config = write_agent_config(args.work, broker, bundle)
+    metrics_port = free_port()
+    config = write_agent_config(args.work, broker, bundle, metrics_port=metrics_port)
     env = dict(os.environ, PYTHONPATH=str(REPO))
 
     start_agent = agent_starter(args.work, config)
@@ -199,6 +201,7 @@ def main() -> int:
             phases=lambda rate: [*own_loads(rate), ("naive 50%", naive_half)],
             paced_s=args.paced_s,
             work=args.work,
+            stage_totals=lambda: read_totals(metrics_port),
         )
         after = model_latency(classifier, texts)
         model = ModelOnly(
@@ -344,6 +347,17 @@ def render(
         f"| sent but never labelled / duplicates | {agent.missing} / {agent.duplicates} | "
         f"{echo.missing} / {echo.duplicates} | {naive.missing} / {naive.duplicates} | "
         f"0 lost | {verdict(lost == 0 and agent.duplicates == 0)} |",
+    ]
+    rows += [
+        "",
+        "Where the agent's time went, mean ms per labelled message in each phase (its "
+        "/metrics, read before and after the phase; the end-to-end means are the bench's):",
+        "",
+        *breakdown_rows(
+            agent.stages,
+            {phase: statistics.fmean(load.latencies_ms) for phase, load in agent.loads.items()},
+            {phase: statistics.fmean(load.latencies_ms) for phase, load in echo.loads.items()},
+        ),
     ]
     return "\n".join(rows)
 

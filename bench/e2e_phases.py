@@ -14,10 +14,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.e2e_setup import log
+from bench.stage_breakdown import Totals, mean_ms
 from tests.support.broker import Broker
 from tests.support.traffic import BulkPublisher, NotifyListener, rss_kib
 
@@ -131,6 +132,8 @@ class Subject:
     cold_start_s: float
     missing: int
     duplicates: int
+    # by phase: mean ms per labelled message in each of the agent's stages (stage_breakdown)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def measure(
@@ -146,9 +149,11 @@ def measure(
     phases: Callable[[float], list[tuple[str, float]]],
     paced_s: float,
     work: Path,
+    stage_totals: Callable[[], Totals] | None = None,
 ) -> Subject:
     """Start the subject, saturate it (unless saturate_count is 0), then run the paced
-    phases `phases(saturation rate)` returns as (name, offered msg/s)."""
+    phases `phases(saturation rate)` returns as (name, offered msg/s); with `stage_totals`
+    (the agent's /metrics), where each paced phase's time went inside the subject."""
     notify = NotifyListener(work / f"{name}.notify")
     started = time.monotonic()
     process = start({"NOTIFY_SOCKET": notify.path})
@@ -179,14 +184,19 @@ def measure(
             sum(r.duplicates for r in rounds),
         )
         loads: dict[str, Phase] = {}
+        stages: dict[str, dict[str, float]] = {}
         rss = cores = 0.0
         for index, (phase, rate) in enumerate(phases(saturation.rate)):
             count = max(40, int(rate * paced_s))
             log(f"{name}: {phase} = {rate:.1f}/s for {count} messages")
             cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
+            totals_before = stage_totals() if stage_totals else None
             loads[phase] = run_phase(
                 broker, topic, texts, tag=f"phase{index}", count=count, rate=rate
             )
+            if stage_totals and totals_before is not None:
+                time.sleep(0.2)  # the last batch's stages are recorded after its publishes
+                stages[phase] = mean_ms(totals_before, stage_totals())
             if phase == "50%":
                 rss = rss_kib(process.pid) / 1024
                 cores = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
@@ -201,6 +211,7 @@ def measure(
             cold,
             sum(p.missing for p in measured),
             sum(p.duplicates for p in measured),
+            stages,
         )
     finally:
         process.terminate()

@@ -109,10 +109,15 @@ def prepare_bundle(bundle: Path | None, work: Path, texts: Sequence[str]) -> tup
 
 
 def write_agent_config(
-    work: Path, broker: Broker, bundle: Path, batching: dict[str, int] | None = None
+    work: Path,
+    broker: Broker,
+    bundle: Path,
+    batching: dict[str, int] | None = None,
+    metrics_port: int | None = None,
 ) -> Path:
     """The default config but for the broker, one route to the bundle, and state in work
-    (and `batching` keys, e.g. {"max_batch": 4}, where a bench compares them)."""
+    (and `batching` keys, e.g. {"max_batch": 4}, where a bench compares them; the
+    Prometheus endpoint on `metrics_port`, where a bench reads the agent's stages)."""
     config = work / "agent.yaml"
     settings: dict[str, object] = {
         "broker": {"host": broker.host, "port": broker.port, "client_id": "bench"},
@@ -122,6 +127,8 @@ def write_agent_config(
     }
     if batching:
         settings["batching"] = batching
+    if metrics_port is not None:
+        settings["metrics"] = {"enabled": True, "port": metrics_port}
     config.write_text(yaml.safe_dump(settings))
     return config
 

@@ -12,6 +12,7 @@ older one, with EDGE_AGENT_DATASETS pointing at the same texts) and interleave t
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +22,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.e2e_phases import measure  # noqa: E402
 from bench.e2e_setup import TOPIC, agent_starter, sentences, write_agent_config  # noqa: E402
-from tests.support.broker import Broker  # noqa: E402
+from bench.stage_breakdown import breakdown_rows, read_totals  # noqa: E402
+from tests.support.broker import Broker, free_port  # noqa: E402
 from tests.support.traffic import percentile  # noqa: E402
 
 
@@ -37,7 +39,10 @@ def main() -> int:
     texts, source = sentences()
     broker = Broker(args.work / "broker").start()
     batching = {"max_batch": args.max_batch} if args.max_batch else None
-    config = write_agent_config(args.work, broker, args.bundle.resolve(), batching)
+    metrics_port = free_port()
+    config = write_agent_config(
+        args.work, broker, args.bundle.resolve(), batching, metrics_port=metrics_port
+    )
     try:
         agent = measure(
             "agent",
@@ -49,6 +54,7 @@ def main() -> int:
             phases=lambda _: [(f"{rate:g}/s", rate) for rate in args.rates],
             paced_s=args.paced_s,
             work=args.work,
+            stage_totals=lambda: read_totals(metrics_port),
         )
     finally:
         broker.stop()
@@ -56,6 +62,9 @@ def main() -> int:
     for name, phase in agent.loads.items():
         p50, p95, p99 = (percentile(phase.latencies_ms, q) for q in (0.5, 0.95, 0.99))
         print(f"{name}: {p50:.1f} / {p95:.1f} / {p99:.1f}, {phase.missing}, {phase.duplicates}")
+    print("\nmean ms per labelled message (the agent's /metrics; end to end: this bench's)")
+    means = {name: statistics.fmean(phase.latencies_ms) for name, phase in agent.loads.items()}
+    print("\n".join(breakdown_rows(agent.stages, means, {})))
     return 0 if agent.missing == agent.duplicates == 0 else 1
 
 
