@@ -3,8 +3,8 @@
 The agent's Prometheus endpoint keeps cumulative sums and counts per stage (queue, prepare,
 tokenize, infer, encode, handoff; telemetry/stats.py) and of each result's `latency_ms`
 (received on paho's thread to the result built, before the hand-off back to paho). Read
-before and after a phase, their
-differences give the mean milliseconds a labelled message spent in each during that phase.
+before and after a phase, their differences give the mean milliseconds a labelled message
+spent in each during that phase.
 Means and not percentiles, because means add up: what the stages do not account for of the
 bench's own end-to-end mean is the time outside the agent's measure (mosquitto_pub to the
 broker to paho's network thread; the hand-off to paho and its network thread's write back
