@@ -24,6 +24,7 @@ the offline status, disconnect. A second signal skips the waiting.
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -117,6 +118,12 @@ class Service:
         """Serve until a signal; returns the exit status."""
         self.install_signal_handlers()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        # Everything built so far (modules, config, the models' Python objects: about 47,000
+        # objects) lives as long as the process. Frozen, the cyclic collector's full passes
+        # skip it: unfrozen, each one held the GIL, and so every thread, for 10-23 ms on x86
+        # (docs/benchmarks.md), a stall a light stream's messages felt whole. The model store
+        # thaws it when it releases a swapped-out model (models/store.py).
+        gc.freeze()
         self.worker.start()
         for refused in self.store.startup_rejections:
             self._bundle_refused(refused)  # queued by the link until it is connected

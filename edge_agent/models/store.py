@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -293,7 +294,14 @@ class ModelStore:
         with self._lock:
             retired, self._retired = self._retired, []
         if retired:
+            # The start-up heap, these models' Python objects with it, is frozen (see
+            # daemon/service.py): thawed so that the collector can free them even if they
+            # are part of a reference cycle, then the survivors frozen again. One full
+            # collection per swap, on this thread.
+            gc.unfreeze()
             del retired  # the last references: onnxruntime frees the sessions here
+            gc.collect()
+            gc.freeze()
             self._trim_heap()
 
     def _watch(self, interval_s: float, on_rejected: Callable[[BundleRefused], None]) -> None:
