@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,30 @@ def test_a_model_without_any_loadable_bundle_is_a_startup_error(
         BundleError, match=r"manifest says tiny 1\.0\.0, but the folder is tiny/1\.0\.1"
     ):
         ModelStore.load(models, ["tiny"], threads=1)
+
+
+def test_a_swapped_out_model_is_freed_from_a_frozen_heap_even_in_a_reference_cycle(
+    tmp_path: Path, bundles: SwapBundles
+) -> None:
+    """The service freezes its start-up heap, the first models with it (daemon/service.py):
+    the store must still free a model it swaps out, even one that only the cyclic collector
+    can free, or every swap would keep an onnxruntime session alive for good."""
+    models = tmp_path / "models"
+    install(bundles.v1, models)
+    store = ModelStore.load(models, ["tiny"], threads=1)
+    first = store.get("tiny")
+    vars(first)["itself"] = first  # a cycle: reference counting alone never frees it
+    gone = weakref.ref(first)
+    del first
+    gc.freeze()
+    store.start_watching(0.05, lambda _: None)
+    try:
+        install(bundles.v2, models)
+        assert [s.version for s in _wait_swaps(store)] == ["2.0.0"]
+        deadline = time.monotonic() + 10
+        while gone() is not None and time.monotonic() < deadline:  # released by the loader
+            time.sleep(0.02)
+        assert gone() is None, "the swapped-out model is still alive"
+    finally:
+        store.stop_watching()
+        gc.unfreeze()
