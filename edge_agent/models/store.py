@@ -294,14 +294,17 @@ class ModelStore:
         with self._lock:
             retired, self._retired = self._retired, []
         if retired:
-            # The start-up heap, these models' Python objects with it, is frozen (see
-            # daemon/service.py): thawed so that the collector can free them even if they
+            # The service freezes its start-up heap, these models' Python objects with it
+            # (daemon/service.py): thawed so that the collector can free them even if they
             # are part of a reference cycle, then the survivors frozen again. One full
-            # collection per swap, on this thread.
-            gc.unfreeze()
+            # collection per swap, on this thread; nothing of the kind where no one froze.
+            frozen = gc.get_freeze_count() > 0
+            if frozen:
+                gc.unfreeze()
             del retired  # the last references: onnxruntime frees the sessions here
-            gc.collect()
-            gc.freeze()
+            if frozen:
+                gc.collect()
+                gc.freeze()
             self._trim_heap()
 
     def _watch(self, interval_s: float, on_rejected: Callable[[BundleRefused], None]) -> None:
