@@ -353,11 +353,7 @@ def render(
         "Where the agent's time went, mean ms per labelled message in each phase (its "
         "/metrics, read before and after the phase; the end-to-end means are the bench's):",
         "",
-        *breakdown_rows(
-            agent.stages,
-            {phase: statistics.fmean(load.latencies_ms) for phase, load in agent.loads.items()},
-            {phase: statistics.fmean(load.latencies_ms) for phase, load in echo.loads.items()},
-        ),
+        *breakdown_rows(agent.stages, agent.mean_latencies_ms(), echo.mean_latencies_ms()),
     ]
     return "\n".join(rows)
 

@@ -135,6 +135,11 @@ class Subject:
     # by phase: mean ms per labelled message in each of the agent's stages (stage_breakdown)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    def mean_latencies_ms(self) -> dict[str, float]:
+        """By paced phase: the mean end-to-end latency, which the stages' means add up to
+        (stage_breakdown.breakdown_rows)."""
+        return {phase: statistics.fmean(load.latencies_ms) for phase, load in self.loads.items()}
+
 
 def measure(
     name: str,

@@ -12,7 +12,6 @@ older one, with EDGE_AGENT_DATASETS pointing at the same texts) and interleave t
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -63,8 +62,7 @@ def main() -> int:
         p50, p95, p99 = (percentile(phase.latencies_ms, q) for q in (0.5, 0.95, 0.99))
         print(f"{name}: {p50:.1f} / {p95:.1f} / {p99:.1f}, {phase.missing}, {phase.duplicates}")
     print("\nmean ms per labelled message (the agent's /metrics; end to end: this bench's)")
-    means = {name: statistics.fmean(phase.latencies_ms) for name, phase in agent.loads.items()}
-    print("\n".join(breakdown_rows(agent.stages, means, {})))
+    print("\n".join(breakdown_rows(agent.stages, agent.mean_latencies_ms(), {})))
     return 0 if agent.missing == agent.duplicates == 0 else 1
 
 
