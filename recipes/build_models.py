@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         "--mpnet-max-minutes", type=float, default=45.0, help="time budget for the MPNet step"
     )
     parser.add_argument(
+        "--mpnet-learning-rate",
+        type=float,
+        default=3e-5,
+        help="MPNet's peak learning rate (a 150-class head from scratch in a few epochs wants"
+        " more than a two-class one)",
+    )
+    parser.add_argument(
         "--student-logits",
         choices=("mpnet", "teacher"),
         default="mpnet",
@@ -236,9 +243,10 @@ def _mpnet_teacher(
         # time budget so that the learning rate decays to zero within it.
         options = FitOptions(
             epochs=args.mpnet_epochs,
-            learning_rate=3e-5,
+            learning_rate=args.mpnet_learning_rate,
             batch_size=32,
-            evals_per_epoch=6,
+            # each evaluation is a full MPNet pass over the tuning split: about six in a run
+            evals_per_epoch=6 if args.mpnet_epochs < 1 else 2,
             patience=3,
             max_seconds=args.mpnet_max_minutes * 60,
         )
