@@ -27,7 +27,7 @@ REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edge_agent.bundle.manifest import OutOfScopeRule  # noqa: E402
-from recipes.task_data import Task, TaskData, datasets_dir  # noqa: E402
+from recipes.task_data import MpnetSchedule, Task, TaskData, datasets_dir  # noqa: E402
 from recipes.tasks import (  # noqa: E402
     INTENT_REJECT_SCORE,
     OOS,
@@ -37,6 +37,8 @@ from recipes.tasks import (  # noqa: E402
 )
 
 SEED: Final = 20261123
+# --teacher mpnet for a task that names no schedule of its own (sentiment's measured run)
+MPNET_DEFAULT: Final = MpnetSchedule(epochs=1.0, learning_rate=3e-5, teaches_minilm=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,16 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher",
         choices=("minilm", "mpnet"),
-        default="minilm",
-        help="mpnet: fine-tune all-mpnet-base-v2 first and let it teach the MiniLM teacher"
-        " (needs --fetch-mpnet once)",
+        help="mpnet: fine-tune all-mpnet-base-v2 first and let it teach (needs --fetch-mpnet"
+        " once); default: the task's choice",
     )
     parser.add_argument(
         "--mpnet-epochs",
         type=float,
-        default=1.0,
         help="MPNet's schedule (size it to end within --mpnet-max-minutes: its learning rate"
-        " then decays to zero)",
+        f" then decays to zero); default: the task's, else {MPNET_DEFAULT.epochs}",
     )
     parser.add_argument(
         "--mpnet-max-minutes", type=float, default=45.0, help="time budget for the MPNet step"
@@ -79,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mpnet-learning-rate",
         type=float,
-        default=3e-5,
         help="MPNet's peak learning rate (a 150-class head from scratch in a few epochs wants"
-        " more than a two-class one)",
+        f" more than a two-class one); default: the task's, else {MPNET_DEFAULT.learning_rate}",
+    )
+    parser.add_argument(
+        "--mpnet-teaches-minilm",
+        action=argparse.BooleanOptionalAction,
+        help="whether MPNet also teaches the MiniLM teacher (default: the task's, else yes)",
     )
     parser.add_argument(
         "--student-logits",
@@ -152,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         options = replace(options, student=student)
     if args.student_groups is not None:
         options = replace(options, groups=args.student_groups)
-    log({"options": asdict(options)})
+    schedule = mpnet_schedule(args, task)
+    log({"options": asdict(options), "mpnet": asdict(schedule) if schedule else None})
 
     teacher_dir = work / "teacher"
     if args.stage == "bundle":
         return _bundle(args, task, data, work, started)
-    big = _mpnet_teacher(args, data, work, log) if args.teacher == "mpnet" else None
+    big = _mpnet_teacher(args, schedule, data, work, log) if schedule else None
     if args.stage == "student":
         teacher = BertForSequenceClassification.from_pretrained(str(teacher_dir))
     else:
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             data.validation,
             options.teacher,
             multi_label=False,
-            teacher=big,
+            teacher=big if schedule and schedule.teaches_minilm else None,
             log=log,
         )
         save_checkpoint(teacher, teacher_dir, minilm_dir())
@@ -217,8 +222,29 @@ def main(argv: list[str] | None = None) -> int:
     return _bundle(args, task, data, work, started)
 
 
+def mpnet_schedule(args: argparse.Namespace, task: Task) -> MpnetSchedule | None:
+    """The task's MPNet schedule with the command line's overrides; None: no MPNet."""
+    teacher = args.teacher or ("mpnet" if task.mpnet else "minilm")
+    if teacher == "minilm":
+        return None
+    base = task.mpnet or MPNET_DEFAULT
+    return MpnetSchedule(
+        epochs=base.epochs if args.mpnet_epochs is None else args.mpnet_epochs,
+        learning_rate=(
+            base.learning_rate if args.mpnet_learning_rate is None else args.mpnet_learning_rate
+        ),
+        teaches_minilm=(
+            base.teaches_minilm if args.mpnet_teaches_minilm is None else args.mpnet_teaches_minilm
+        ),
+    )
+
+
 def _mpnet_teacher(
-    args: argparse.Namespace, data: TaskData, work: Path, log: Callable[[dict[str, Any]], None]
+    args: argparse.Namespace,
+    schedule: MpnetSchedule,
+    data: TaskData,
+    work: Path,
+    log: Callable[[dict[str, Any]], None],
 ) -> Any:
     """all-MPNet fine-tuned on the task, as its logits cached on the training rows. Each part
     (the checkpoint, its figures in mpnet/figures.json, the logits) is made once per work
@@ -242,11 +268,11 @@ def _mpnet_teacher(
         # The usual fine-tuning settings for a base-sized encoder; size the schedule to the
         # time budget so that the learning rate decays to zero within it.
         options = FitOptions(
-            epochs=args.mpnet_epochs,
-            learning_rate=args.mpnet_learning_rate,
+            epochs=schedule.epochs,
+            learning_rate=schedule.learning_rate,
             batch_size=32,
             # each evaluation is a full MPNet pass over the tuning split: about six in a run
-            evals_per_epoch=6 if args.mpnet_epochs < 1 else 2,
+            evals_per_epoch=6 if schedule.epochs < 1 else 2,
             patience=3,
             max_seconds=args.mpnet_max_minutes * 60,
         )

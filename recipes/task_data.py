@@ -39,12 +39,25 @@ class TaskData:
 
 
 @dataclass(frozen=True)
+class MpnetSchedule:
+    """all-mpnet-base-v2 fine-tuned on the task first, as a stronger teacher (docs/models.md).
+    Its logits on the training rows are cached in the work folder."""
+
+    epochs: float
+    learning_rate: float
+    # whether the MiniLM teacher also learns from it (its hidden states guide the student's
+    # layers either way); the student always learns MPNet's answers
+    teaches_minilm: bool
+
+
+@dataclass(frozen=True)
 class Task:
     load: Callable[[Path, Any, int], TaskData]
     options: RecipeOptions
     extra_figures: Callable[[Any, TaskData], dict[str, Any]]
     version: str
     card: dict[str, str]
+    mpnet: MpnetSchedule | None = None  # None: the MiniLM teacher alone
 
 
 def encode_part(
