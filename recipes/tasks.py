@@ -218,6 +218,10 @@ def intent_figures(student: Any, data: TaskData) -> dict[str, Any]:
     return figures
 
 
+# The student learns the answers of all-mpnet-base-v2 fine-tuned on the same queries (the
+# schedule intent-large found), its layers the dense MiniLM teacher's: 94.4% in scope and 78%
+# of out-of-scope caught at the rule, against 94.1% / 71% when MiniLM also gave the answers
+# (intent 1.1.2, 6 epochs; docs/models.md). 5 epochs: the tuning accuracy still rose at the end.
 INTENT: Final = Task(
     load=load_clinc,
     options=RecipeOptions(
@@ -230,7 +234,7 @@ INTENT: Final = Task(
             freeze_word_embeddings=True,
         ),
         student=FitOptions(
-            epochs=6,
+            epochs=5,
             learning_rate=2e-4,
             batch_size=32,
             evals_per_epoch=2,
@@ -242,8 +246,9 @@ INTENT: Final = Task(
         ),
     ),
     extra_figures=intent_figures,
-    version="1.1.0",
+    version="1.2.0",
     card=INTENT_CARD,
+    mpnet=MpnetSchedule(epochs=2.5, learning_rate=5e-5, teaches_minilm=False),
 )
 
 CHAT_LABELS: Final = ("negative", "neutral", "positive")  # TweetEval's mapping.txt: 0, 1, 2
