@@ -348,11 +348,11 @@ CHAT_SENTIMENT_LARGE: Final = Task(
 # limit (docs/models.md). Its layers still follow the MiniLM teacher's.
 INTENT_LARGE: Final = Task(
     load=load_clinc,
-    options=replace(INTENT.options, groups=2, student=replace(INTENT.options.student, epochs=5)),
+    options=replace(INTENT.options, groups=2),
     extra_figures=intent_figures,
     version="1.1.0",
     card=INTENT_LARGE_CARD,
-    mpnet=MpnetSchedule(epochs=2.5, learning_rate=5e-5, teaches_minilm=False),
+    mpnet=INTENT.mpnet,
 )
 
 TASKS: Final[dict[str, Task]] = {
