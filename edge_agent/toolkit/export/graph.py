@@ -21,7 +21,9 @@ at (measured with per-op profiles, see docs/benchmarks.md):
   and values still cover every token);
 - an encoder with query pooling (train/query_pooling.py) likewise runs its last layer for
   one row, the masked mean of the layer's input, and that row is the embedding;
-- Reshape with 0 (= keep this dimension), so no shape arithmetic in the graph.
+- Reshape with 0 (= keep this dimension), so no shape arithmetic in the graph;
+- a relative position bias (train/relative_bias.py: MPNet's weights) added to the mask once,
+  so every layer still adds one tensor to its scores.
 
 Measured and rejected (slower here, onnxruntime 1.32, x86, 1 thread; see
 docs/benchmarks.md): com.microsoft MultiHeadAttention and SkipLayerNormalization, one
@@ -51,8 +53,10 @@ from edge_agent.toolkit.export.graph_ops import (
     grouped_vecmat,
     grouped_weight,
     matmuls_per_group,
+    relative_position_bias,
     split_channels,
 )
+from edge_agent.toolkit.train.relative_bias import has_relative_bias, relative_buckets
 
 OPSET: Final = 17
 MS_DOMAIN: Final = "com.microsoft"
@@ -309,10 +313,24 @@ def build_graph(hf_model: Any, *, embedding: bool = False) -> Any:
         last_row = _OneRow(mean_rows=_mean_rows(graph, as_float))
     else:
         last_row = _OneRow()
+    layer_bias, last_bias = mask, mask
+    if has_relative_bias(config):
+        if last_row is not None and last_row.mean_rows is not None:
+            raise UnsupportedConfigError("query pooling with a relative position bias")
+        relative = relative_position_bias(
+            graph,
+            float_array(base.encoder.relative_attention_bias.weight),
+            relative_buckets(config.max_position_embeddings, config),
+            length,
+        )
+        layer_bias = graph.op("Add", [mask, relative])
+        # the last layer's two query rows (see _attention) see the first two rows of it
+        last_bias = layer_bias if last_row is None else first_token(graph, layer_bias, 2, 2)
     layers = list(base.encoder.layers)
     for index, layer in enumerate(layers):
-        one_row = last_row if index == len(layers) - 1 else None
-        x = _layer(graph, x, layer, mask, channels, one_row=one_row)
+        last = index == len(layers) - 1
+        one_row = last_row if last else None
+        x = _layer(graph, x, layer, last_bias if last else layer_bias, channels, one_row=one_row)
     if mean_pooled:
         mean = _masked_mean(graph, x, as_float)
         row = graph.op("Squeeze", [mean, graph.const("axes", np.array([1], dtype=np.int64))])

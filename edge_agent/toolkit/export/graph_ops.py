@@ -8,9 +8,13 @@ module, like the rest of the toolkit, costs nothing until an export runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+
+# Node-name prefix of the relative position bias lookup: a few hundred values read by every
+# layer, kept fp32 when the word embeddings' Gather is quantized (quantize.py).
+RELATIVE_BIAS_NODE: Final = "relative_bias"
 
 
 class GraphBuilder:
@@ -121,3 +125,18 @@ def first_token(graph: GraphBuilder, x: str, axis: int, count: int = 1) -> str:
     """x[..., 0:count, ...] along `axis`, keeping the axis."""
     zero, end = (graph.const("index", np.array([i], dtype=np.int64)) for i in (0, count))
     return graph.op("Slice", [x, zero, end, graph.const("axes", np.array([axis], np.int64))])
+
+
+def relative_position_bias(
+    graph: GraphBuilder, table: np.ndarray, buckets: np.ndarray, length: str
+) -> str:
+    """(1, heads, l, l): table[bucket of (i, j)] per head, for the batch's length l (`length`,
+    a 1-element int64 tensor) cut from the buckets of the longest input."""
+    ends = graph.op("Concat", [length, length], axis=0)
+    zeros = graph.const("index", np.array([0, 0], dtype=np.int64))
+    axes = graph.const("axes", np.array([0, 1], dtype=np.int64))
+    cut = graph.op("Slice", [graph.const("buckets", buckets), zeros, ends, axes])
+    table_name = graph.const("relative_bias", table)
+    values = graph.op("Gather", [table_name, cut], RELATIVE_BIAS_NODE, axis=0)  # l, l, h
+    heads_first = graph.op("Transpose", [values], perm=[2, 0, 1])
+    return graph.op("Unsqueeze", [heads_first, graph.const("axes", np.array([0], np.int64))])

@@ -313,6 +313,7 @@ def quantize_int8(
 
     from edge_agent.toolkit.export.activation_scales import activation_ranges, use_static_scales
     from edge_agent.toolkit.export.graph import HEAD_PREFIX
+    from edge_agent.toolkit.export.graph_ops import RELATIVE_BIAS_NODE
 
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, not {weights!r}")
@@ -345,6 +346,9 @@ def quantize_int8(
             str(int8_path),
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["Gather"],
+            nodes_to_exclude=[
+                n.name for n in model.graph.node if n.name.startswith(RELATIVE_BIAS_NODE)
+            ],
             # onnx's shape inference does not know onnxruntime's contrib ops; every
             # tensor they produce here is float32.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

@@ -27,10 +27,11 @@ EXPORT_TOLERANCE: Final = 1e-4
 
 
 def load_hf_classifier(checkpoint_dir: Path | str) -> Any:
-    """transformers' SqueezeBertForSequenceClassification from a local folder, eval mode."""
-    from transformers import SqueezeBertForSequenceClassification
+    """transformers' SqueezeBertForSequenceClassification from a local folder, eval mode (with
+    a relative position bias when its config has one: toolkit/train/relative_bias.py)."""
+    from edge_agent.toolkit.train.relative_bias import load_classifier
 
-    model: Any = SqueezeBertForSequenceClassification.from_pretrained(str(checkpoint_dir))
+    model: Any = load_classifier(checkpoint_dir)
     model.eval()
     return model
 

@@ -260,15 +260,15 @@ def trim_positions(checkpoint: Path, out: Path, max_seq_len: int) -> Path:
     """
     import shutil
 
-    from transformers import SqueezeBertForSequenceClassification
+    from edge_agent.toolkit.train.relative_bias import load_classifier
 
-    model = SqueezeBertForSequenceClassification.from_pretrained(str(checkpoint))
+    model = load_classifier(checkpoint)
     if model.config.max_position_embeddings > max_seq_len:
         state = model.state_dict()
         key = "transformer.embeddings.position_embeddings.weight"
         state[key] = state[key][:max_seq_len].clone()
         model.config.max_position_embeddings = max_seq_len
-        trimmed = SqueezeBertForSequenceClassification(model.config)
+        trimmed = type(model)(model.config)
         trimmed.load_state_dict(
             {k: v for k, v in state.items() if not k.endswith("position_ids")}, strict=False
         )

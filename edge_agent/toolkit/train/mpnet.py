@@ -115,3 +115,86 @@ def load_mpnet_teacher(num_labels: int, folder: Path | None = None) -> Any:
         )
     inner = MPNetForSequenceClassification.from_pretrained(str(source), num_labels=num_labels)
     return MPNetTeacher(inner)
+
+
+# MPNet layer key suffix -> BERT's, so that minilm.bert_to_squeezebert_state maps its layers
+_MPNET_TO_BERT: Final = (
+    ("attention.attn.q.", "attention.self.query."),
+    ("attention.attn.k.", "attention.self.key."),
+    ("attention.attn.v.", "attention.self.value."),
+    ("attention.attn.o.", "attention.output.dense."),
+    ("attention.LayerNorm.", "attention.output.LayerNorm."),
+)
+# MPNet numbers positions from padding id + 1 (= 2): its row 2 is the first token's.
+MPNET_FIRST_POSITION: Final = MPNET_PAD + 1
+
+
+def _bert_key(mpnet_key: str) -> str:
+    for mpnet_part, bert_part in _MPNET_TO_BERT:
+        mpnet_key = mpnet_key.replace(mpnet_part, bert_part)
+    return mpnet_key
+
+
+def squeezebert_from_mpnet(teacher: Any) -> Any:
+    """A fine-tuned MPNet classifier (load_mpnet_teacher's) as a dense SqueezeBERT classifier
+    with its relative position bias (relative_bias.py): the same function of the BERT-uncased
+    ids the MiniLM tokenizer makes, so the product's tokenizer, graph and quantizer serve it.
+
+    The word embeddings are reordered by the id table (row i is MPNet's row for BERT id i),
+    the position table starts at MPNet's first position, the token-type table is zero (MPNet
+    has none), and MPNet's classification head (dense, tanh, projection of the first token)
+    is SqueezeBERT's pooler and classifier."""
+    import torch
+
+    from edge_agent.toolkit.train.minilm import bert_to_squeezebert_state, squeezebert_config
+    from edge_agent.toolkit.train.relative_bias import (
+        BUCKETS_KEY,
+        MAX_DISTANCE_KEY,
+        MPNET_BUCKETS,
+        MPNET_MAX_DISTANCE,
+        classifier_class,
+    )
+
+    inner = teacher.inner if hasattr(teacher, "inner") else teacher
+    source = inner.config
+    state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+    positions = source.max_position_embeddings - MPNET_FIRST_POSITION
+    config = squeezebert_config(
+        num_labels=source.num_labels,
+        groups=1,
+        hidden=source.hidden_size,
+        layers=source.num_hidden_layers,
+        heads=source.num_attention_heads,
+        intermediate=source.intermediate_size,
+        max_positions=positions,
+    )
+    config.layer_norm_eps = source.layer_norm_eps
+    config.id2label, config.label2id = source.id2label, source.label2id
+    setattr(config, BUCKETS_KEY, MPNET_BUCKETS)
+    setattr(config, MAX_DISTANCE_KEY, MPNET_MAX_DISTANCE)
+    if source.hidden_act != "gelu" or source.relative_attention_num_buckets != MPNET_BUCKETS:
+        raise ValueError("not an MPNet shaped like all-mpnet-base-v2")
+
+    bert: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("mpnet."):
+            bert[_bert_key(key.removeprefix("mpnet."))] = value
+    words = bert["embeddings.word_embeddings.weight"]
+    bert["embeddings.word_embeddings.weight"] = words[bert_to_mpnet_ids()].clone()
+    table = bert["embeddings.position_embeddings.weight"]
+    bert["embeddings.position_embeddings.weight"] = table[MPNET_FIRST_POSITION:].clone()
+    bert["embeddings.token_type_embeddings.weight"] = torch.zeros(2, source.hidden_size)
+    bert["pooler.dense.weight"] = state["classifier.dense.weight"]
+    bert["pooler.dense.bias"] = state["classifier.dense.bias"]
+    mapped = {"transformer." + k: v for k, v in bert_to_squeezebert_state(bert, config).items()}
+    mapped["transformer.encoder.relative_attention_bias.weight"] = bert[
+        "encoder.relative_attention_bias.weight"
+    ]
+    mapped["classifier.weight"] = state["classifier.out_proj.weight"]
+    mapped["classifier.bias"] = state["classifier.out_proj.bias"]
+    model = classifier_class(config)(config)
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"MPNet mapping incomplete: missing={missing} extra={unexpected}")
+    return model.eval()

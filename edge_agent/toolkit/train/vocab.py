@@ -38,7 +38,7 @@ def prune_unused_vocab(checkpoint: Path, out: Path) -> int:
     """Copy a SqueezeBERT checkpoint without the `[unusedN]` tokens; returns how many went."""
     import shutil
 
-    from transformers import SqueezeBertForSequenceClassification
+    from edge_agent.toolkit.train.relative_bias import load_classifier
 
     tokenizer = json.loads((checkpoint / "tokenizer.json").read_text(encoding="utf-8"))
     vocab: dict[str, int] = tokenizer["model"]["vocab"]
@@ -46,7 +46,7 @@ def prune_unused_vocab(checkpoint: Path, out: Path) -> int:
         raise ValueError(f"{checkpoint}/tokenizer.json: only WordPiece vocabularies are pruned")
     keep = sorted(i for token, i in vocab.items() if not UNUSED.match(token))
     removed = len(vocab) - len(keep)
-    model = SqueezeBertForSequenceClassification.from_pretrained(str(checkpoint))
+    model = load_classifier(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     if removed:
         import torch
