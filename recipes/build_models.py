@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Final
@@ -27,7 +26,13 @@ REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edge_agent.bundle.manifest import OutOfScopeRule  # noqa: E402
-from recipes.task_data import MpnetSchedule, Task, TaskData, datasets_dir  # noqa: E402
+from recipes.mpnet_steps import (  # noqa: E402
+    MPNET_DEFAULT,
+    mpnet_schedule,
+    mpnet_student,
+    mpnet_teacher,
+)
+from recipes.task_data import Task, TaskData, datasets_dir  # noqa: E402
 from recipes.tasks import (  # noqa: E402
     INTENT_REJECT_SCORE,
     OOS,
@@ -37,8 +42,6 @@ from recipes.tasks import (  # noqa: E402
 )
 
 SEED: Final = 20261123
-# --teacher mpnet for a task that names no schedule of its own (sentiment's measured run)
-MPNET_DEFAULT: Final = MpnetSchedule(epochs=1.0, learning_rate=3e-5, teaches_minilm=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir = work / "teacher"
     if args.stage == "bundle":
         return _bundle(args, task, data, work, started)
-    big = _mpnet_teacher(args, schedule, data, work, log) if schedule else None
+    if task.mpnet_is_the_model:
+        if schedule is None:
+            raise SystemExit(f"{args.model} is MPNet itself: drop --teacher minilm")
+        figures = mpnet_student(args, schedule, data, work, log, tokenizer_dir=minilm_dir())
+        _write_figures(args, data, work, figures, started)
+        return _bundle(args, task, data, work, started)
+    big = mpnet_teacher(args, schedule, data, work, log) if schedule else None
     if args.stage == "student":
         teacher = BertForSequenceClassification.from_pretrained(str(teacher_dir))
     else:
@@ -206,93 +215,28 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     save_checkpoint(result.student, work / "student", minilm_dir())
-    figures: dict[str, Any] = {
-        "model": args.model,
-        "seed": SEED,
-        "data": data.sizes(),
-        "steps": result.figures(),
-        "recipe_seconds": round(time.monotonic() - started, 1),
-    }
+    figures: dict[str, Any] = {"steps": result.figures()}
     mpnet_figures = work / "mpnet" / "figures.json"
     if mpnet_figures.exists():  # the MiniLM teacher was taught by it
         figures["mpnet_teacher"] = json.loads(mpnet_figures.read_text(encoding="utf-8"))
     figures.update(task.extra_figures(result.student, data))
-    (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(figures, indent=2))
+    _write_figures(args, data, work, figures, started)
     return _bundle(args, task, data, work, started)
 
 
-def mpnet_schedule(args: argparse.Namespace, task: Task) -> MpnetSchedule | None:
-    """The task's MPNet schedule with the command line's overrides; None: no MPNet."""
-    teacher = args.teacher or ("mpnet" if task.mpnet else "minilm")
-    if teacher == "minilm":
-        return None
-    base = task.mpnet or MPNET_DEFAULT
-    return MpnetSchedule(
-        epochs=base.epochs if args.mpnet_epochs is None else args.mpnet_epochs,
-        learning_rate=(
-            base.learning_rate if args.mpnet_learning_rate is None else args.mpnet_learning_rate
-        ),
-        teaches_minilm=(
-            base.teaches_minilm if args.mpnet_teaches_minilm is None else args.mpnet_teaches_minilm
-        ),
-    )
-
-
-def _mpnet_teacher(
-    args: argparse.Namespace,
-    schedule: MpnetSchedule,
-    data: TaskData,
-    work: Path,
-    log: Callable[[dict[str, Any]], None],
-) -> Any:
-    """all-MPNet fine-tuned on the task, as its logits cached on the training rows. Each part
-    (the checkpoint, its figures in mpnet/figures.json, the logits) is made once per work
-    folder and reused by later runs."""
-    from edge_agent.toolkit.train.cached_teacher import cached_logits, cached_teacher
-    from edge_agent.toolkit.train.distil import evaluate
-    from edge_agent.toolkit.train.fit import FitOptions, fit
-    from edge_agent.toolkit.train.mpnet import load_mpnet_teacher
-
-    saved = work / "mpnet"
-    figures_file = saved / "figures.json"
-    loaded: list[Any] = []
-
-    def model() -> Any:
-        if not loaded:
-            loaded.append(load_mpnet_teacher(len(data.labels), saved))
-        return loaded[0]
-
-    if not (saved / "model.safetensors").exists():
-        fresh = load_mpnet_teacher(len(data.labels))
-        # The usual fine-tuning settings for a base-sized encoder; size the schedule to the
-        # time budget so that the learning rate decays to zero within it.
-        options = FitOptions(
-            epochs=schedule.epochs,
-            learning_rate=schedule.learning_rate,
-            batch_size=32,
-            # each evaluation is a full MPNet pass over the tuning split: about six in a run
-            evals_per_epoch=6 if schedule.epochs < 1 else 2,
-            patience=3,
-            max_seconds=args.mpnet_max_minutes * 60,
-        )
-        t0 = time.monotonic()
-        fit(fresh, data.train, data.validation, options, multi_label=False, log=log)
-        fresh.save_pretrained(str(saved))
-        loaded.append(fresh)
-        log({"mpnet_seconds": round(time.monotonic() - t0, 1)})
-    if not figures_file.exists():
-        figures = {
-            "validation": evaluate(model(), data.validation, False)[0],
-            "held_out": evaluate(model(), data.held_out, False)[0],
-        }
-        log({"step_done": "mpnet_teacher", **figures})
-        figures_file.write_text(json.dumps(figures) + "\n", encoding="utf-8")
-    rows = [*data.train.ids, *data.transfer]  # every row the students train on
-    t0 = time.monotonic()
-    logits = cached_logits(model, rows, saved)
-    log({"mpnet_logits_seconds": round(time.monotonic() - t0, 1), "rows": len(logits)})
-    return cached_teacher(rows, logits)
+def _write_figures(
+    args: argparse.Namespace, data: TaskData, work: Path, steps: dict[str, Any], started: float
+) -> None:
+    """work/figures.json: what the run measured before the bundle step, printed too."""
+    figures = {
+        "model": args.model,
+        "seed": SEED,
+        "data": data.sizes(),
+        **steps,
+        "recipe_seconds": round(time.monotonic() - started, 1),
+    }
+    (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(figures, indent=2))
 
 
 def encoder_checkpoint(source: Path | None, work: Path, tokenizer: Any) -> Path | None:
@@ -362,6 +306,7 @@ def _bundle(
         "held_out_rows": float(held.int8.rows),
         "int8_fp32_agreement": held.agreement,
         "validation_accuracy": val.int8.accuracy,
+        "validation_accuracy_fp32": val.fp32.accuracy,
     }
     reject = None
     if OOS in data.labels:

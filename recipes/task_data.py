@@ -58,6 +58,9 @@ class Task:
     version: str
     card: dict[str, str]
     mpnet: MpnetSchedule | None = None  # None: the MiniLM teacher alone
+    # the model shipped is the fine-tuned MPNet itself (a dense 12-layer, 768-wide SqueezeBERT
+    # with MPNet's relative position bias), not a student distilled from it
+    mpnet_is_the_model: bool = False
 
 
 def encode_part(

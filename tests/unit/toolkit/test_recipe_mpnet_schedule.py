@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from recipes.build_models import MPNET_DEFAULT, mpnet_schedule
+from recipes.mpnet_steps import MPNET_DEFAULT, mpnet_schedule
 from recipes.task_data import MpnetSchedule
 from recipes.tasks import TASKS
 
