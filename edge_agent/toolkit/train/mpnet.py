@@ -157,6 +157,8 @@ def squeezebert_from_mpnet(teacher: Any) -> Any:
 
     inner = teacher.inner if hasattr(teacher, "inner") else teacher
     source = inner.config
+    if source.hidden_act != "gelu" or source.relative_attention_num_buckets != MPNET_BUCKETS:
+        raise ValueError("not an MPNet shaped like all-mpnet-base-v2")
     state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
     positions = source.max_position_embeddings - MPNET_FIRST_POSITION
     config = squeezebert_config(
@@ -172,8 +174,6 @@ def squeezebert_from_mpnet(teacher: Any) -> Any:
     config.id2label, config.label2id = source.id2label, source.label2id
     setattr(config, BUCKETS_KEY, MPNET_BUCKETS)
     setattr(config, MAX_DISTANCE_KEY, MPNET_MAX_DISTANCE)
-    if source.hidden_act != "gelu" or source.relative_attention_num_buckets != MPNET_BUCKETS:
-        raise ValueError("not an MPNet shaped like all-mpnet-base-v2")
 
     bert: dict[str, torch.Tensor] = {}
     for key, value in state.items():
