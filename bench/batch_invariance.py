@@ -1,6 +1,6 @@
 """Does a text's answer depend on its batch-mates? Through the engine, per bundle.
 
-    PYTHONPATH=. python bench/batch_invariance.py --bundle models/sentiment/1.1.3 \
+    PYTHONPATH=. python bench/batch_invariance.py --bundle models/sentiment/1.1.4 \
         --bundle models/intent/1.2.0 --threads 1
 
 Each bundle's evaluation texts (sentiment: the 3,000 held-out SST-2 rows of the recipe's

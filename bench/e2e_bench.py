@@ -1,7 +1,7 @@
 """End-to-end benchmark: mosquitto + the agent (or the naive script) + a load generator and
 a collector, all real MQTT clients on loopback. Prints ONE table from one run.
 
-    PYTHONPATH=. nice python bench/e2e_bench.py [--bundle models/sentiment/1.1.3]
+    PYTHONPATH=. nice python bench/e2e_bench.py [--bundle models/sentiment/1.1.4]
 
 Model: --bundle DIR, else the shipped models/sentiment (active version), else a bundle
 built here by the toolkit from a randomly initialised SqueezeBERT of the shipped shape

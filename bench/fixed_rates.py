@@ -1,6 +1,6 @@
 """The agent's latency at offered rates you choose, for comparing two versions of the code.
 
-    PYTHONPATH=. python bench/fixed_rates.py --bundle models/sentiment/1.1.3 100 180 250
+    PYTHONPATH=. python bench/fixed_rates.py --bundle models/sentiment/1.1.4 100 180 250
 
 bench/e2e_bench.py sets its paced phases as fractions of the subject's own saturation, so a
 faster agent is measured at higher rates. This runs the same parts (a mosquitto on a free

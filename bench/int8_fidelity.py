@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--fp32", type=Path, required=True, help="reference fp32 graph")
     parser.add_argument("--int8", type=Path, nargs="+", required=True, help="INT8 graphs")
     parser.add_argument(
-        "--tokenizer", type=Path, default=REPO / "models/sentiment/1.1.3/tokenizer.json"
+        "--tokenizer", type=Path, default=REPO / "models/sentiment/1.1.4/tokenizer.json"
     )
     parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
