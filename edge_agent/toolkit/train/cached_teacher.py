@@ -76,11 +76,17 @@ def cached_teacher(rows: Sequence[Sequence[int]], logits: np.ndarray) -> Any:
     return CachedTeacher()
 
 
-def logits_and_hidden(logits_teacher: Any, hidden_teacher: Any) -> Any:
+def logits_and_hidden(logits_teacher: Any, hidden_teacher: Any, *, share: float = 1.0) -> Any:
     """A teacher whose logits come from one model and hidden states from another: the student
     learns the stronger model's answers while every layer stays close to the same-shaped
-    teacher it was initialised from (whose hidden states match its own shape)."""
+    teacher it was initialised from (whose hidden states match its own shape). With `share`
+    < 1 the answers are a weighted mean of both models' logits (`share` of the first's): on
+    intent MPNet knows the in-scope queries best and the MiniLM teacher the out-of-scope ones,
+    and their mean is better at both than either (docs/models.md)."""
     import torch
+
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be within [0, 1], not {share}")
 
     class LogitsAndHidden(torch.nn.Module):
         def __init__(self) -> None:
@@ -93,10 +99,15 @@ def logits_and_hidden(logits_teacher: Any, hidden_teacher: Any) -> Any:
         ) -> Any:
             logits = self.logits_teacher(input_ids=input_ids, attention_mask=attention_mask).logits
             hidden = None
-            if output_hidden_states:
-                hidden = self.hidden_teacher(
-                    input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
-                ).hidden_states
+            if output_hidden_states or share < 1.0:
+                out = self.hidden_teacher(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    output_hidden_states=output_hidden_states,
+                )
+                hidden = out.hidden_states if output_hidden_states else None
+                if share < 1.0:
+                    logits = share * logits.to(out.logits.dtype) + (1.0 - share) * out.logits
             return SimpleNamespace(logits=logits, hidden_states=hidden)
 
     return LogitsAndHidden()

@@ -425,3 +425,24 @@ def test_a_combined_teacher_answers_with_one_model_and_thinks_with_the_other() -
     assert all(
         torch.equal(a, b) for a, b in zip(combined.hidden_states, expected_hidden, strict=True)
     )
+
+
+def test_a_combined_teacher_can_answer_with_the_mean_of_both_models() -> None:
+    import torch
+
+    from edge_agent.toolkit.train.cached_teacher import logits_and_hidden
+
+    answers, layers = _tiny_bert(num_labels=3), _tiny_bert(num_labels=3)
+    ids = torch.randint(5, 120, (2, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        first = answers(input_ids=ids, attention_mask=mask).logits
+        second = layers(input_ids=ids, attention_mask=mask).logits
+        for output_hidden_states in (False, True):
+            mixed = logits_and_hidden(answers, layers, share=0.25)(
+                input_ids=ids, attention_mask=mask, output_hidden_states=output_hidden_states
+            )
+            assert torch.allclose(mixed.logits, 0.25 * first + 0.75 * second, atol=1e-6)
+            assert (mixed.hidden_states is not None) == output_hidden_states
+    with pytest.raises(ValueError, match="share"):
+        logits_and_hidden(answers, layers, share=1.5)
