@@ -95,10 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--student-logits",
-        choices=("mpnet", "teacher", "both"),
-        default="mpnet",
+        choices=tuple(STUDENT_LOGITS_SHARE),
         help="with --teacher mpnet: whose answers the student learns (both: the mean of the two"
-        " models' logits); its layers always follow the MiniLM teacher's",
+        " models' logits; default: the task's); its layers always follow the MiniLM teacher's",
     )
     parser.add_argument(
         "--student-groups",
@@ -175,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         _write_figures(args, data, work, figures, started)
         return _bundle(args, task, data, work, started)
     big = mpnet_teacher(args, schedule, data, work, log) if schedule else None
+    answers = args.student_logits or task.student_logits
     if args.stage == "student":
         teacher = BertForSequenceClassification.from_pretrained(str(teacher_dir))
     else:
@@ -210,10 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             else None
         ),
         transfer=data.transfer,
-        # the student learns MPNet's answers, its layers kept near the MiniLM teacher's
+        # the student learns MPNet's answers (or their mean with the MiniLM teacher's), its
+        # layers kept near the MiniLM teacher's
         distil_from=(
-            logits_and_hidden(big, teacher, share=STUDENT_LOGITS_SHARE[args.student_logits])
-            if big is not None and args.student_logits != "teacher"
+            logits_and_hidden(big, teacher, share=STUDENT_LOGITS_SHARE[answers])
+            if big is not None and answers != "teacher"
             else None
         ),
     )

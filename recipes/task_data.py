@@ -61,6 +61,9 @@ class Task:
     # the model shipped is the fine-tuned MPNet itself (a dense 12-layer, 768-wide SqueezeBERT
     # with MPNet's relative position bias), not a student distilled from it
     mpnet_is_the_model: bool = False
+    # with MPNet: whose answers the student learns ("mpnet", "both": the mean with the MiniLM
+    # teacher's, "teacher"); --student-logits overrides it
+    student_logits: str = "mpnet"
 
 
 def encode_part(
