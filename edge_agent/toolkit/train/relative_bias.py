@@ -70,13 +70,23 @@ def _classes() -> tuple[type, type]:
                 int(getattr(config, BUCKETS_KEY)), config.num_attention_heads
             )
             self.bucket_config = config
+            # bucket tables by length, computed once each: a plain dict, not a registered
+            # buffer, because transformers builds models on the meta device first, where a
+            # buffer filled at __init__ would be lost
+            self.bucket_tables: dict[int, Any] = {}
+
+        def buckets(self, length: int, device: Any) -> Any:
+            table = self.bucket_tables.get(length)
+            if table is None:
+                table = torch.from_numpy(relative_buckets(length, self.bucket_config))
+                self.bucket_tables[length] = table
+            return table.to(device)
 
         def forward(
             self, hidden_states: Any, attention_mask: Any = None, *args: Any, **kwargs: Any
         ) -> Any:
             length = hidden_states.shape[1]  # (b, l, c) here; the layers permute it
-            buckets = torch.from_numpy(relative_buckets(length, self.bucket_config))
-            bias = self.relative_attention_bias(buckets.to(hidden_states.device))
+            bias = self.relative_attention_bias(self.buckets(length, hidden_states.device))
             bias = bias.permute(2, 0, 1).unsqueeze(0).to(hidden_states.dtype)  # (1, h, l, l)
             mask = bias if attention_mask is None else attention_mask + bias
             return super().forward(hidden_states, mask, *args, **kwargs)
