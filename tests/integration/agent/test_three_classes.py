@@ -6,7 +6,6 @@ class), not ones written into this test."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from edge_agent.bundle.manifest import load_manifest
 from edge_agent.bundle.versions import resolve_bundle
 from edge_agent.engine.classifier import GOLDEN_SCORE_TOLERANCE
 from tests.support.agent_process import REPO_ROOT, StartAgent
+from tests.support.bundles import install
 from tests.support.mqtt_client import TestClient
 
 CHAT_MODEL = "chat-sentiment"
@@ -23,9 +23,8 @@ CHAT_MODEL = "chat-sentiment"
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Only the shipped small chat model (the agent loads every route's model at start)."""
-    shipped = resolve_bundle(REPO_ROOT / "models", CHAT_MODEL)
     models = tmp_path_factory.mktemp("chat-models")
-    shutil.copytree(shipped, models / CHAT_MODEL / shipped.name)
+    install(resolve_bundle(REPO_ROOT / "models", CHAT_MODEL), models)
     return models
 
 
