@@ -102,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         "keeps it without this flag",
     )
     parser.add_argument(
+        "--dense-last-feed-forward",
+        action="store_true",
+        help="make the last layer's feed-forward dense (it runs for one row under query "
+        "pooling: toolkit/train/dense_last_layer.py), starting from the grouped weights",
+    )
+    parser.add_argument(
+        "--last-feed-forward-lr",
+        type=float,
+        help="learning rate of the last feed-forward alone (default: --learning-rate)",
+    )
+    parser.add_argument(
         "--stage",
         choices=("all", "bundle"),
         default="all",
@@ -163,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "all":
         started = time.monotonic()
         if args.init:  # a second round of distillation from an earlier run's student
-            from transformers import SqueezeBertForSequenceClassification
+            from edge_agent.toolkit.train.relative_bias import load_classifier
 
-            student = SqueezeBertForSequenceClassification.from_pretrained(str(args.init)).eval()
+            student = load_classifier(args.init).eval()
         elif args.init_bundle:  # the same from a shipped bundle, read back from its graph
             from recipes.repack_bundle import read_encoder_bundle
 
@@ -178,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             from edge_agent.toolkit.train.query_pooling import use_query_pooling
 
             use_query_pooling(student)
+        if args.dense_last_feed_forward:
+            from edge_agent.toolkit.train.dense_last_layer import densify_last_feed_forward
+
+            densify_last_feed_forward(student)
         target = teacher_embeddings(teacher, held_ids)
         log(
             {
@@ -195,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             learning_rate=args.learning_rate,
             hidden_weight=args.hidden_weight,
+            last_feed_forward_learning_rate=args.last_feed_forward_lr,
             seed=SEED + data_round,
         )
         distil_encoder(student, teacher, train_ids, options=options, work=work, log=log)

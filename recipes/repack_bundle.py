@@ -244,18 +244,29 @@ def read_per_group_encoder(
     split = next(a for name, a in arrays.items() if name.startswith("shape_") and a.shape == (6,))
     groups, heads, hidden = int(split[2]), int(split[2] * split[4]), words.shape[1]
     per_layer = 1 + 3 * groups  # q/k/v per group, post-attention, intermediate and output per group
-    if len(matmuls) % per_layer or hidden != heads * int(split[5]):
+    # a dense last feed-forward (train/dense_last_layer.py) has one intermediate and one output
+    full_layers, rest = divmod(len(matmuls), per_layer)
+    dense_last = rest == groups + 3
+    if (rest and not dense_last) or hidden != heads * int(split[5]):
         raise ValueError(f"{model_onnx}: not a per-group encoder graph")
     root = np.float32(np.sqrt(hidden // heads))
     model, state = _model_with_embeddings(
         words,
         positions,
-        layers=len(matmuls) // per_layer,
+        layers=full_layers + dense_last,
         heads=heads,
         intermediate=arrays[matmuls[groups + 1].input[1]].shape[1] * groups,
         groups=groups,
         labels=2,  # the head is unused
     )
+    if dense_last:
+        from edge_agent.toolkit.train.dense_last_layer import (
+            DENSE_LAST_KEY,
+            make_last_feed_forward_dense,
+        )
+
+        make_last_feed_forward_dense(model)
+        setattr(model.config, DENSE_LAST_KEY, True)
 
     def stacked(nodes: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         weights = np.stack([_integer_matmul_weight(n, arrays) for n in nodes])
@@ -278,10 +289,11 @@ def read_per_group_encoder(
         state[layer + "post_attention.conv1d.weight"] = _tensor(post.T[..., None])
         state[layer + "post_attention.conv1d.bias"] = _tensor(arrays[nodes[groups].input[6]])
         _set_norm(state, layer + "post_attention.layernorm", norms[1 + 2 * i], arrays)
-        intermediate, intermediate_bias = stacked(nodes[groups + 1 : 2 * groups + 1])
+        ffn_groups = 1 if dense_last and i == model.config.num_hidden_layers - 1 else groups
+        intermediate, intermediate_bias = stacked(nodes[groups + 1 : groups + ffn_groups + 1])
         state[layer + "intermediate.conv1d.weight"] = _conv_weight(intermediate)
         state[layer + "intermediate.conv1d.bias"] = _tensor(intermediate_bias)
-        output, output_bias = stacked(nodes[2 * groups + 1 :])
+        output, output_bias = stacked(nodes[groups + ffn_groups + 1 :])
         state[layer + "output.conv1d.weight"] = _conv_weight(output)
         state[layer + "output.conv1d.bias"] = _tensor(output_bias)
         _set_norm(state, layer + "output.layernorm", norms[2 + 2 * i], arrays)

@@ -39,6 +39,9 @@ class EncoderOptions:
     learning_rate: float = 1e-4
     warmup_steps: int = 200
     hidden_weight: float = 1.0  # weight of the per-layer hidden-state MSE beside the cosine
+    # the last feed-forward's own rate: a freshly dense one (dense_last_layer.py) starts with
+    # zeros between its blocks, which the shared rate fills too slowly (None: the shared rate)
+    last_feed_forward_learning_rate: float | None = None
     checkpoint_seconds: float = 300.0
     seed: int = 0
 
@@ -166,7 +169,9 @@ def distil_encoder(
         rng.shuffle(batches)
         order.extend(batches)
     total_steps = int(len(order) * options.epochs / epochs)
-    optimiser = torch.optim.AdamW(student.parameters(), lr=options.learning_rate, weight_decay=0.01)
+    optimiser = torch.optim.AdamW(
+        _parameter_groups(student, options), lr=options.learning_rate, weight_decay=0.01
+    )
 
     def rate(step: int) -> float:
         if step < options.warmup_steps:
@@ -244,6 +249,20 @@ def distil_encoder(
     save()
     student.eval()
     return student
+
+
+def _parameter_groups(student: Any, options: EncoderOptions) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: the last feed-forward apart when it has its own rate."""
+    if options.last_feed_forward_learning_rate is None:
+        return [{"params": list(student.parameters())}]
+    from edge_agent.toolkit.train.dense_last_layer import last_feed_forward
+
+    own = [p for conv in last_feed_forward(student) for p in conv.parameters()]
+    ids = {id(p) for p in own}
+    return [
+        {"params": [p for p in student.parameters() if id(p) not in ids]},
+        {"params": own, "lr": options.last_feed_forward_learning_rate},
+    ]
 
 
 def cosine_report(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

@@ -101,16 +101,26 @@ def _classes() -> tuple[type, type]:
 
 
 def classifier_class(config: Any) -> type:
-    """The SqueezeBERT classifier class for `config`: with a relative bias or transformers' own."""
-    if has_relative_bias(config):
-        return _classes()[1]
-    from transformers import SqueezeBertForSequenceClassification
+    """The SqueezeBERT classifier class for `config`: with a relative bias or transformers' own,
+    with a dense last feed-forward where the config says so (dense_last_layer.py)."""
+    from edge_agent.toolkit.train.dense_last_layer import (
+        has_dense_last_feed_forward,
+        with_dense_last_feed_forward,
+    )
 
-    return SqueezeBertForSequenceClassification
+    base: type
+    if has_relative_bias(config):
+        base = _classes()[1]
+    else:
+        from transformers import SqueezeBertForSequenceClassification
+
+        base = SqueezeBertForSequenceClassification
+    return with_dense_last_feed_forward(base) if has_dense_last_feed_forward(config) else base
 
 
 def load_classifier(checkpoint: Path | str) -> Any:
-    """A SqueezeBERT classifier checkpoint, with or without a relative position bias."""
+    """A SqueezeBERT classifier checkpoint, with or without a relative position bias or a
+    dense last feed-forward."""
     from transformers import SqueezeBertConfig
 
     config = SqueezeBertConfig.from_pretrained(str(checkpoint))
