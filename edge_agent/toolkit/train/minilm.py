@@ -222,14 +222,17 @@ def squeezebert_from_encoder(encoder_dir: Path, bert_classifier: Any) -> Any:
     The encoder's layers have followed all-MiniLM-L6-v2's for hours of distillation, far longer
     than one task's student trains, so they start where `squeezebert_from_bert`'s fitted layers
     must first get to; the teacher's head reads the first token as it did on MiniLM's layers.
-    The encoder's query pooling is dropped: a classifier reads the first token.
+    The encoder's query pooling is dropped: a classifier reads the first token. A dense last
+    feed-forward (dense_last_layer.py) is kept: a classifier's last layer runs for one row too.
     """
-    from transformers import SqueezeBertForSequenceClassification
+    from transformers import SqueezeBertConfig
 
     from edge_agent.toolkit.export.graph import POOLING_KEY
+    from edge_agent.toolkit.train.relative_bias import classifier_class
 
     teacher_cfg = bert_classifier.config
-    student = SqueezeBertForSequenceClassification.from_pretrained(
+    model_class: Any = classifier_class(SqueezeBertConfig.from_pretrained(str(encoder_dir)))
+    student = model_class.from_pretrained(
         str(encoder_dir),
         num_labels=teacher_cfg.num_labels,
         id2label=dict(teacher_cfg.id2label),

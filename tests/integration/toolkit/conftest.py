@@ -120,3 +120,30 @@ def texts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = [*SAMPLE_TEXTS, "a much longer sentence " * 20, "door"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_last_base(tiny_query_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_query_base with a dense last feed-forward (toolkit/train/dense_last_layer.py) whose
+    blocks between the groups are filled, as training fills them."""
+    import shutil
+
+    import torch
+
+    from edge_agent.toolkit.train.dense_last_layer import (
+        densify_last_feed_forward,
+        last_feed_forward,
+    )
+    from edge_agent.toolkit.train.relative_bias import load_classifier
+
+    model = load_classifier(tiny_query_base)
+    densify_last_feed_forward(model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for conv in last_feed_forward(model):
+            scale = conv.weight.abs().mean()
+            conv.weight.add_(torch.randn_like(conv.weight) * scale * (conv.weight == 0))
+    folder = tmp_path_factory.mktemp("dense_last_base")
+    model.save_pretrained(str(folder))
+    shutil.copy(tiny_query_base / "tokenizer.json", folder / "tokenizer.json")
+    return folder

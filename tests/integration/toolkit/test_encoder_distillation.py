@@ -84,3 +84,47 @@ def test_distillation_teaches_a_query_pooled_student_the_mean_pooled_embedding(
     distil_encoder(student, teacher, ids, options=options, work=tmp_path, log=lambda _: None)
     after = _mean_cosine(student_embeddings(student, ids), target)
     assert after > before + 0.3 * (1 - before), (before, after)
+
+
+def test_a_dense_last_feed_forward_starts_as_the_grouped_one_and_learns_across_groups(
+    tmp_path: Path,
+) -> None:
+    """densify_last_feed_forward (toolkit/train/dense_last_layer.py) changes nothing the student
+    computes; trained with its own rate, the blocks between the groups, zero at the start,
+    learn, and the student moves towards the teacher."""
+    from edge_agent.toolkit.train.dense_last_layer import (
+        densify_last_feed_forward,
+        has_dense_last_feed_forward,
+        last_feed_forward,
+    )
+
+    teacher, ids = load_teacher(), _ids()
+    target = teacher_embeddings(teacher, ids)
+    student = grouped_student(teacher, ids, groups=4)
+    use_query_pooling(student)
+    grouped = student_embeddings(student, ids)
+    densify_last_feed_forward(student)
+    assert has_dense_last_feed_forward(student.config)
+    assert all(conv.groups == 1 for conv in last_feed_forward(student))
+    assert np.abs(student_embeddings(student, ids) - grouped).max() < 1e-5
+
+    intermediate = last_feed_forward(student)[0]
+    # output group 0's rows, input groups 1-3's columns: zeros, as grouping had them
+    rows, columns = (
+        slice(0, intermediate.out_channels // 4),
+        slice(intermediate.in_channels // 4, None),
+    )
+    assert not intermediate.weight.detach()[rows, columns].any()
+    before = _mean_cosine(grouped, target)
+    options = EncoderOptions(
+        epochs=8,
+        batch_size=8,
+        learning_rate=3e-4,
+        warmup_steps=2,
+        hidden_weight=0.1,
+        last_feed_forward_learning_rate=3e-3,
+    )
+    distil_encoder(student, teacher, ids, options=options, work=tmp_path, log=lambda _: None)
+    after = _mean_cosine(student_embeddings(student, ids), target)
+    assert last_feed_forward(student)[0].weight.detach()[rows, columns].any()
+    assert after > before + 0.3 * (1 - before), (before, after)

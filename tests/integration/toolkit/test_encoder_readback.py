@@ -26,14 +26,22 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "query"])
+@pytest.mark.parametrize("pooling", ["mean", "query", "query, dense last feed-forward"])
 def test_an_encoder_graph_reads_back_into_the_checkpoint_it_was_exported_from(
-    tiny_base: Path, tiny_query_base: Path, tmp_path: Path, pooling: str
+    tiny_base: Path,
+    tiny_query_base: Path,
+    tiny_dense_last_base: Path,
+    tmp_path: Path,
+    pooling: str,
 ) -> None:
-    from transformers import SqueezeBertForSequenceClassification
+    from edge_agent.toolkit.train.dense_last_layer import has_dense_last_feed_forward
+    from edge_agent.toolkit.train.relative_bias import load_classifier
 
-    if pooling == "query":  # toolkit/train/query_pooling.py: the read-back must pool alike
+    if pooling.startswith("query"):  # toolkit/train/query_pooling.py: the read-back must pool alike
         tiny_base = tiny_query_base
+    dense_last = pooling.endswith("dense last feed-forward")
+    if dense_last:  # toolkit/train/dense_last_layer.py: and keep the last layer dense
+        tiny_base = tiny_dense_last_base
     tokenizer = load_checkpoint_tokenizer(tiny_base)
     _, int8 = export_graphs(
         Deployable(tiny_base, tokenizer),
@@ -44,10 +52,11 @@ def test_an_encoder_graph_reads_back_into_the_checkpoint_it_was_exported_from(
     )
     vocab = json.loads((tiny_base / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
     read_back = read_per_group_encoder(int8, vocab, vocab)
-    original = SqueezeBertForSequenceClassification.from_pretrained(str(tiny_base)).eval()
+    original = load_classifier(tiny_base).eval()
     for key in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size"):
         assert getattr(read_back.config, key) == getattr(original.config, key), key
-    assert sentence_pooling(read_back.config) == pooling
+    assert sentence_pooling(read_back.config) == pooling.split(",", maxsplit=1)[0]
+    assert has_dense_last_feed_forward(read_back.config) == dense_last
     for key in ("q_groups", "intermediate_groups", "output_groups"):
         assert getattr(read_back.config, key) == getattr(original.config, key), key
 
