@@ -5,9 +5,9 @@ costs a quarter of a dense one for every token. Under query pooling (query_pooli
 layer runs for one row, the mean row, not for every token, so there its feed-forward costs
 a few microseconds grouped or dense, while grouping still cuts it into four feed-forwards that
 never see each other's channels. A dense one there is capacity nearly for free: the 0.9 M
-weights grouping dropped (0.9 MB in an INT8 bundle), used once per message; encoder 1.4.2's
-graph with its last feed-forward made dense ran within 1% of its grouped self (30 interleaved
-rounds, docs/models.md).
+weights grouping dropped (0.9 MB in an INT8 bundle), used once per message. Measured
+(docs/models.md, encoder 1.4.3): the classifier's time at 32 tokens and more, 1.01-1.05x at
+16, where 1.4.2 measured 0.98-1.00x in the same runs.
 
 `densify_last_feed_forward` turns a grouped student's last feed-forward into a dense one that
 computes exactly the same thing (the grouped weights as the diagonal blocks, zeros between
