@@ -260,13 +260,9 @@ def read_per_group_encoder(
         labels=2,  # the head is unused
     )
     if dense_last:
-        from edge_agent.toolkit.train.dense_last_layer import (
-            DENSE_LAST_KEY,
-            make_last_feed_forward_dense,
-        )
+        from edge_agent.toolkit.train.dense_last_layer import make_last_feed_forward_dense
 
         make_last_feed_forward_dense(model)
-        setattr(model.config, DENSE_LAST_KEY, True)
 
     def stacked(nodes: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         weights = np.stack([_integer_matmul_weight(n, arrays) for n in nodes])

@@ -39,10 +39,12 @@ def last_feed_forward(model: Any) -> tuple[Any, Any]:
 
 def make_last_feed_forward_dense(model: Any) -> None:
     """Replace the last layer's feed-forward convolutions by dense ones of the same size,
-    freshly initialised: the shape a checkpoint with `dense_last_feed_forward` loads into."""
+    freshly initialised, and say so in the config: the shape a checkpoint with
+    `dense_last_feed_forward` loads into."""
     last = model.transformer.encoder.layers[-1]
     for holder in (last.intermediate, last.output):
         holder.conv1d = _dense_like(holder.conv1d)
+    setattr(model.config, DENSE_LAST_KEY, True)
 
 
 def densify_last_feed_forward(model: Any) -> None:
@@ -52,22 +54,15 @@ def densify_last_feed_forward(model: Any) -> None:
 
     if has_dense_last_feed_forward(model.config):
         return
-    last = model.transformer.encoder.layers[-1]
-    for holder in (last.intermediate, last.output):
-        grouped = holder.conv1d
-        dense = _dense_like(grouped)
-        groups = grouped.groups
-        out_per = grouped.out_channels // groups
-        in_per = grouped.in_channels // groups
-        weight = torch.zeros_like(dense.weight)
-        for g in range(groups):
-            rows, cols = slice(g * out_per, (g + 1) * out_per), slice(g * in_per, (g + 1) * in_per)
-            weight[rows, cols] = grouped.weight.detach()[rows]
-        with torch.no_grad():
-            dense.weight.copy_(weight)
-            dense.bias.copy_(grouped.bias.detach())
-        holder.conv1d = dense
-    setattr(model.config, DENSE_LAST_KEY, True)
+    block_diag: Any = torch.block_diag  # untyped in torch
+    grouped = last_feed_forward(model)
+    make_last_feed_forward_dense(model)
+    with torch.no_grad():
+        for old, new in zip(grouped, last_feed_forward(model), strict=True):
+            # output group g reads input group g: the groups' [out/g, in/g] blocks on the diagonal
+            blocks = old.weight[..., 0].split(old.out_channels // old.groups)
+            new.weight.copy_(block_diag(*blocks).unsqueeze(-1))
+            new.bias.copy_(old.bias)
 
 
 @functools.cache

@@ -225,15 +225,12 @@ def squeezebert_from_encoder(encoder_dir: Path, bert_classifier: Any) -> Any:
     The encoder's query pooling is dropped: a classifier reads the first token. A dense last
     feed-forward (dense_last_layer.py) is kept: a classifier's last layer runs for one row too.
     """
-    from transformers import SqueezeBertConfig
-
     from edge_agent.toolkit.export.graph import POOLING_KEY
-    from edge_agent.toolkit.train.relative_bias import classifier_class
+    from edge_agent.toolkit.train.relative_bias import load_classifier
 
     teacher_cfg = bert_classifier.config
-    model_class: Any = classifier_class(SqueezeBertConfig.from_pretrained(str(encoder_dir)))
-    student = model_class.from_pretrained(
-        str(encoder_dir),
+    student = load_classifier(
+        encoder_dir,
         num_labels=teacher_cfg.num_labels,
         id2label=dict(teacher_cfg.id2label),
         label2id=dict(teacher_cfg.label2id),

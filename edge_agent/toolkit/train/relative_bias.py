@@ -118,11 +118,11 @@ def classifier_class(config: Any) -> type:
     return with_dense_last_feed_forward(base) if has_dense_last_feed_forward(config) else base
 
 
-def load_classifier(checkpoint: Path | str) -> Any:
+def load_classifier(checkpoint: Path | str, **overrides: Any) -> Any:
     """A SqueezeBERT classifier checkpoint, with or without a relative position bias or a
-    dense last feed-forward."""
+    dense last feed-forward; `overrides` go to transformers' from_pretrained."""
     from transformers import SqueezeBertConfig
 
     config = SqueezeBertConfig.from_pretrained(str(checkpoint))
     model_class: Any = classifier_class(config)
-    return model_class.from_pretrained(str(checkpoint))
+    return model_class.from_pretrained(str(checkpoint), **overrides)
