@@ -95,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         help="add this many recombinations of CLINC150 training queries (query-like texts)",
     )
     parser.add_argument(
+        "--fresh-recombined",
+        type=int,
+        default=0,
+        help="add this many recombinations of all the training texts, drawn anew for each "
+        "--round, so that every round sees texts it has not seen before",
+    )
+    parser.add_argument(
         "--query-pooling",
         action="store_true",
         help="switch the student to query pooling: its last layer runs for the mean row alone, "
@@ -147,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     datasets = datasets_dir(args.datasets)
     tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
     train_texts = distillation_texts(datasets)
+    # Each round its own data order, and its own fresh recombinations: from the same seed a
+    # round would see the texts in the order the one before it saw them.
+    data_round = args.round if args.round is not None else int(bool(args.init or args.init_bundle))
+    if args.fresh_recombined:
+        # After a dozen epochs over the same texts, round 10's student copied the teacher
+        # better on texts it had trained on than on held-out ones (cosine 0.964 / 0.946 on
+        # CLINC150 train / val queries, 0.936 / 0.916 on TweetEval train / val): new texts
+        # each round, made from training texts only, are what it has not learned by heart.
+        from edge_agent.toolkit.train.augment import recombined_texts
+
+        fresh = recombined_texts(train_texts, args.fresh_recombined, seed=SEED + data_round)
+        train_texts = list(dict.fromkeys(train_texts + fresh))
     if args.recombined:
         # More text where the encoder is used most (short requests), made from training
         # queries only, so nothing from the held-out side enters (toolkit/train/augment.py).
@@ -202,10 +221,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         started = time.monotonic()
-        # Each round its own data order: from the same seed a round would see the texts in
-        # the order the one before it saw them.
-        started_from = args.init or args.init_bundle
-        data_round = args.round if args.round is not None else int(bool(started_from))
         options = EncoderOptions(
             epochs=args.epochs,
             learning_rate=args.learning_rate,
