@@ -17,7 +17,9 @@ def test_results_keep_the_order_of_their_messages(
     start_agent: AgentFactory, client: TestClient, workers: int
 ) -> None:
     # Small batches, so that a burst is many batches in flight on four classifying threads.
-    agent, name = start_agent(batching={"workers": workers, "max_batch": 4})
+    # A short wait fills them: with none, a fast host classified each message of the burst
+    # before the next arrived, and the check below that batches formed failed.
+    agent, name = start_agent(batching={"workers": workers, "max_batch": 4, "max_wait_ms": 20})
     client.subscribe(f"{name}/in/+/label")
     total = 400
     for number in range(total):
