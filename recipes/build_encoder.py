@@ -27,7 +27,9 @@ sys.path.insert(0, str(REPO))
 from recipes.task_data import datasets_dir  # noqa: E402
 
 SEED: Final = 20261204
-MAX_SEQ_LEN: Final = 64  # training length: the distillation texts are chat lines and queries
+# Training length until round 20: the distillation texts are mostly chat lines and queries.
+# Longer texts were cut there, so positions 64-127, which the bundle serves, never trained.
+MAX_SEQ_LEN: Final = 64
 BUNDLE_MAX_SEQ_LEN: Final = 128  # what the bundle takes (its position table is cut there)
 CALIBRATION_ROWS: Final = 4096
 VERSION: Final = "1.4.11"
@@ -120,12 +122,21 @@ def main(argv: list[str] | None = None) -> int:
         help="learning rate of the last feed-forward alone (default: --learning-rate)",
     )
     parser.add_argument(
+        "--train-seq-len",
+        type=int,
+        default=MAX_SEQ_LEN,
+        help=f"cut training and held-out texts at this many tokens (at most {BUNDLE_MAX_SEQ_LEN}, "
+        "the bundle's length; rounds up to 20 trained at the default)",
+    )
+    parser.add_argument(
         "--stage",
         choices=("all", "bundle"),
         default="all",
         help="bundle: only export, quantize, measure and pack the saved student",
     )
     args = parser.parse_args(argv)
+    if not 8 <= args.train_seq_len <= BUNDLE_MAX_SEQ_LEN:
+        parser.error(f"--train-seq-len must be between 8 and {BUNDLE_MAX_SEQ_LEN}")
 
     import torch
     from tokenizers import Tokenizer
@@ -179,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     held = held_out_texts(datasets)
     overlap = set(train_texts) & set(held)
     train_texts = [t for t in train_texts if t not in overlap]
-    train_ids = encode_texts(tokenizer, train_texts, MAX_SEQ_LEN)
-    held_ids = encode_texts(tokenizer, held, MAX_SEQ_LEN)
+    train_ids = encode_texts(tokenizer, train_texts, args.train_seq_len)
+    held_ids = encode_texts(tokenizer, held, args.train_seq_len)
     log(
         {
             "train_texts": len(train_texts),
