@@ -32,7 +32,7 @@ SEED: Final = 20261204
 MAX_SEQ_LEN: Final = 64
 BUNDLE_MAX_SEQ_LEN: Final = 128  # what the bundle takes (its position table is cut there)
 CALIBRATION_ROWS: Final = 4096
-VERSION: Final = "1.4.11"
+VERSION: Final = "1.4.12"
 # Golden texts: what the engine must reproduce on load (any texts do; these are the README's).
 GOLDEN: Final = (
     "smoke detected in the kitchen",
