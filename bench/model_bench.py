@@ -7,7 +7,7 @@ that load from other jobs on the machine hits all candidates alike; it reports m
 and the ratios between candidates measured in this same run.
 
     PYTHONPATH=. python bench/model_bench.py --threads 1 --rounds 15 --markdown out.md
-    PYTHONPATH=. python bench/model_bench.py --bundles models/sentiment/1.1.4 models/encoder/1.4.11
+    PYTHONPATH=. python bench/model_bench.py --bundles models/sentiment/1.1.4 models/encoder/1.4.12
 
 With --bundles it times those bundles' model.onnx instead, interleaved the same way, with
 each one's ratio to the first (e.g. the encoder against the sentiment classifier).

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "--init-encoder",
         type=Path,
         help="start the student from this sentence encoder (an encoder bundle such as"
-        " models/encoder/1.4.11, read back from its graph, or build_encoder.py's student folder)"
+        " models/encoder/1.4.12, read back from its graph, or build_encoder.py's student folder)"
         " with the teacher's head, instead of grouped layers fitted to the teacher",
     )
     parser.add_argument(
